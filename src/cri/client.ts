@@ -1,0 +1,470 @@
+import { randomUUID } from "node:crypto";
+import { isAbsolute } from "node:path";
+import {
+  type Client,
+  credentials,
+  loadPackageDefinition,
+  Metadata,
+  type ServiceClientConstructor,
+  type ServiceError,
+  status,
+} from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { type Logger, silentLogger } from "../log.js";
+import { protoDir } from "../paths.js";
+import { CriError } from "./errors.js";
+import type {
+  AuthConfig,
+  Container,
+  ContainerFilter,
+  ContainerStatusResponse,
+  CriRpcName,
+  CriRpcs,
+  ExecSyncResponse,
+  Image,
+  In,
+  PodSandbox,
+  PodSandboxConfig,
+  PodSandboxFilter,
+  PodSandboxStatusResponse,
+  StringMap,
+  VersionResponse,
+} from "./types.js";
+
+export const DEFAULT_CRI_SOCKET = "/run/containerd/containerd.sock";
+/** Deadline for quick calls (status, list, create, start, remove). */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Pulls move whole images; kubelet gives them no deadline at all. */
+export const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
+/** Added to a timeout the runtime enforces itself, so the runtime's own error reaches us first. */
+const RUNTIME_TIMEOUT_MARGIN_MS = 10_000;
+const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
+
+export interface CriClientOptions {
+  /** Deadline for calls without a timeout of their own (ms). */
+  timeoutMs?: number;
+  pullTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface CallOptions {
+  /** Overrides the call's deadline (ms). */
+  timeoutMs?: number;
+}
+
+export interface PodOptions {
+  annotations?: StringMap;
+  labels?: StringMap;
+  /** Defaults to a random UUID, as kubelet passes the pod's UID. */
+  uid?: string;
+  /** Where the runtime writes container logs (ContainerSpec.logPath is relative to it). */
+  logDirectory?: string;
+}
+
+export interface RunningPod {
+  podId: string;
+  /** The config the sandbox was created with: CreateContainer wants it again. */
+  config: In<PodSandboxConfig>;
+}
+
+export interface MountSpec {
+  containerPath: string;
+  hostPath: string;
+  readonly?: boolean;
+}
+
+export interface DeviceSpec {
+  containerPath: string;
+  hostPath: string;
+  /** cgroup device permissions; default "rwm". */
+  permissions?: string;
+}
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  command?: string[];
+  args?: string[];
+  workingDir?: string;
+  env?: StringMap;
+  mounts?: MountSpec[];
+  devices?: DeviceSpec[];
+  /** Fully qualified CDI names, e.g. "nvidia.com/gpu=0". */
+  cdiDevices?: string[];
+  annotations?: StringMap;
+  labels?: StringMap;
+  /** Relative to the pod's logDirectory; ignored by the runtime when the pod has none. */
+  logPath?: string;
+  privileged?: boolean;
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+type Unary = (
+  req: unknown,
+  meta: Metadata,
+  opts: { deadline: number },
+  cb: (err: ServiceError | null, res: unknown) => void,
+) => void;
+
+/**
+ * A typed promise-based client for the CRI runtime.v1 RuntimeService and ImageService on a unix socket.
+ * Every call has a deadline; every failure is a CriError naming the call and the socket.
+ */
+export class CriClient {
+  readonly address: string;
+  private readonly runtime: Client;
+  private readonly image: Client;
+  private readonly timeoutMs: number;
+  private readonly pullTimeoutMs: number;
+  private readonly log: Logger;
+
+  constructor(socket: string = DEFAULT_CRI_SOCKET, options: CriClientOptions = {}) {
+    this.address = criAddress(socket);
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.pullTimeoutMs = options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
+    this.log = (options.logger ?? silentLogger).child({ component: "cri", socket: this.address });
+    const v1 = criPackage();
+    const channelOptions = {
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+    };
+    this.runtime = new v1.RuntimeService(this.address, credentials.createInsecure(), channelOptions);
+    this.image = new v1.ImageService(this.address, credentials.createInsecure(), {
+      ...channelOptions,
+      channelOverride: this.runtime.getChannel(),
+    });
+  }
+
+  close(): void {
+    this.image.close();
+    this.runtime.close();
+  }
+
+  /** Any declared RPC, by its proto name, with a typed request and response. */
+  rpc<N extends CriRpcName>(
+    name: N,
+    request: In<CriRpcs[N]["req"]>,
+    opts: CallOptions = {},
+  ): Promise<CriRpcs[N]["res"]> {
+    const service = RPC_SERVICE[name];
+    const client = service === "ImageService" ? this.image : this.runtime;
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const method = (client as unknown as Record<string, Unary>)[name];
+    if (typeof method !== "function") {
+      throw new Error(
+        `kybernate: ${name} is missing from proto/cri/api.proto's ${service}; the package is broken`,
+      );
+    }
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      method.call(client, request, new Metadata(), { deadline: started + timeoutMs }, (err, res) => {
+        const ms = Date.now() - started;
+        if (err) {
+          this.log.debug({ call: name, ms, code: err.code, details: err.details }, "CRI call failed");
+          reject(
+            new CriError(
+              name,
+              this.address,
+              err.code ?? status.UNKNOWN,
+              err.details ?? err.message,
+              timeoutMs,
+            ),
+          );
+          return;
+        }
+        this.log.debug({ call: name, ms }, "CRI call");
+        resolve(res as CriRpcs[N]["res"]);
+      });
+    });
+  }
+
+  // ---- runtime ----
+
+  version(opts?: CallOptions): Promise<VersionResponse> {
+    return this.rpc("Version", { version: "v1" }, opts);
+  }
+
+  async runPodSandbox(
+    config: In<PodSandboxConfig>,
+    runtimeHandler = "",
+    opts?: CallOptions,
+  ): Promise<string> {
+    return (await this.rpc("RunPodSandbox", { config, runtimeHandler }, opts)).podSandboxId;
+  }
+
+  /**
+   * A pod in the node's network namespace (kubelet's hostNetwork): no CNI needed. Sets no hostname,
+   * because a host-network sandbox with one fails in some runtimes (FACTS §4).
+   */
+  async runHostNetworkPod(name: string, namespace: string, options: PodOptions = {}): Promise<RunningPod> {
+    const config: In<PodSandboxConfig> = {
+      metadata: { name, namespace, uid: options.uid ?? randomUUID(), attempt: 0 },
+      labels: options.labels ?? {},
+      annotations: options.annotations ?? {},
+      logDirectory: options.logDirectory ?? "",
+      linux: { securityContext: { namespaceOptions: hostNetworkNamespaces() } },
+    };
+    const podId = await this.runPodSandbox(config);
+    return { podId, config };
+  }
+
+  async stopPodSandbox(podId: string, opts?: CallOptions): Promise<void> {
+    await this.rpc("StopPodSandbox", { podSandboxId: podId }, opts);
+  }
+
+  async removePodSandbox(podId: string, opts?: CallOptions): Promise<void> {
+    await this.rpc("RemovePodSandbox", { podSandboxId: podId }, opts);
+  }
+
+  /** Stops the pod (its containers get killed) and removes it with its containers; as kubelet does. */
+  async stopAndRemovePod(podId: string, opts?: CallOptions): Promise<void> {
+    await this.stopPodSandbox(podId, opts);
+    await this.removePodSandbox(podId, opts);
+  }
+
+  podSandboxStatus(podId: string, verbose = false, opts?: CallOptions): Promise<PodSandboxStatusResponse> {
+    return this.rpc("PodSandboxStatus", { podSandboxId: podId, verbose }, opts);
+  }
+
+  async listPodSandbox(filter?: In<PodSandboxFilter>, opts?: CallOptions): Promise<PodSandbox[]> {
+    return (await this.rpc("ListPodSandbox", { filter: filter ?? {} }, opts)).items;
+  }
+
+  /** CreateContainer (not started) in a pod made with `podConfig`; returns the container id. */
+  async createContainer(
+    podId: string,
+    podConfig: In<PodSandboxConfig>,
+    spec: ContainerSpec,
+    opts?: CallOptions,
+  ): Promise<string> {
+    const res = await this.rpc(
+      "CreateContainer",
+      {
+        podSandboxId: podId,
+        sandboxConfig: podConfig,
+        config: {
+          metadata: { name: spec.name, attempt: 0 },
+          image: { image: spec.image },
+          command: spec.command ?? [],
+          args: spec.args ?? [],
+          workingDir: spec.workingDir ?? "",
+          envs: Object.entries(spec.env ?? {}).map(([key, value]) => ({
+            key,
+            value: Buffer.from(value, "utf8"),
+          })),
+          mounts: (spec.mounts ?? []).map((m) => ({
+            containerPath: m.containerPath,
+            hostPath: m.hostPath,
+            readonly: m.readonly ?? false,
+          })),
+          devices: (spec.devices ?? []).map((d) => ({
+            containerPath: d.containerPath,
+            hostPath: d.hostPath,
+            permissions: d.permissions ?? "rwm",
+          })),
+          CDIDevices: (spec.cdiDevices ?? []).map((name) => ({ name })),
+          labels: spec.labels ?? {},
+          annotations: spec.annotations ?? {},
+          logPath: spec.logPath ?? "",
+          linux: {
+            securityContext: {
+              privileged: spec.privileged ?? false,
+              namespaceOptions: podNamespaces(podConfig),
+            },
+          },
+        },
+      },
+      opts,
+    );
+    return res.containerId;
+  }
+
+  /**
+   * Restore through CRI: CreateContainer whose image is the checkpoint archive's path (containerd
+   * 2.1–2.3; FACTS §1). The runtime takes command, env, mounts and the base image from the archive's
+   * config.dump/spec.dump. Only creates: the following StartContainer is what runs `runc restore`.
+   */
+  async restoreFromArchive(
+    podId: string,
+    podConfig: In<PodSandboxConfig>,
+    archivePath: string,
+    name: string,
+    options: { labels?: StringMap; annotations?: StringMap; logPath?: string } = {},
+    opts?: CallOptions,
+  ): Promise<string> {
+    if (!isAbsolute(archivePath)) {
+      throw new Error(
+        `kybernate: checkpoint archive path must be absolute (the runtime resolves it): ${archivePath}`,
+      );
+    }
+    const res = await this.rpc(
+      "CreateContainer",
+      {
+        podSandboxId: podId,
+        sandboxConfig: podConfig,
+        config: {
+          metadata: { name, attempt: 0 },
+          image: { image: archivePath },
+          labels: options.labels ?? {},
+          annotations: options.annotations ?? {},
+          logPath: options.logPath ?? "",
+          linux: { securityContext: { namespaceOptions: podNamespaces(podConfig) } },
+        },
+      },
+      opts,
+    );
+    return res.containerId;
+  }
+
+  async startContainer(containerId: string, opts?: CallOptions): Promise<void> {
+    await this.rpc("StartContainer", { containerId }, opts);
+  }
+
+  /** Stops with SIGTERM, then SIGKILL after `timeoutS` seconds (the runtime's clock). */
+  async stopContainer(containerId: string, timeoutS = 10, opts?: CallOptions): Promise<void> {
+    const timeoutMs = opts?.timeoutMs ?? timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS;
+    await this.rpc("StopContainer", { containerId, timeout: timeoutS }, { timeoutMs });
+  }
+
+  async removeContainer(containerId: string, opts?: CallOptions): Promise<void> {
+    await this.rpc("RemoveContainer", { containerId }, opts);
+  }
+
+  async listContainers(filter?: In<ContainerFilter>, opts?: CallOptions): Promise<Container[]> {
+    return (await this.rpc("ListContainers", { filter: filter ?? {} }, opts)).containers;
+  }
+
+  containerStatus(
+    containerId: string,
+    verbose = false,
+    opts?: CallOptions,
+  ): Promise<ContainerStatusResponse> {
+    return this.rpc("ContainerStatus", { containerId, verbose }, opts);
+  }
+
+  /** ExecSync; stdout/stderr decoded as UTF-8. A non-zero exit code is a result, not an error. */
+  async exec(containerId: string, cmd: string[], timeoutS = 10): Promise<ExecResult> {
+    const res: ExecSyncResponse = await this.rpc(
+      "ExecSync",
+      { containerId, cmd, timeout: timeoutS },
+      { timeoutMs: timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS },
+    );
+    return {
+      stdout: res.stdout.toString("utf8"),
+      stderr: res.stderr.toString("utf8"),
+      exitCode: res.exitCode,
+    };
+  }
+
+  /**
+   * CheckpointContainer to a tar at `location` (absolute path on the node). `timeoutS` is sent to the runtime
+   * and, plus a margin, is the client's deadline: containerd 2.1.9 ignores the field, and a client that gives
+   * up early can leave the container paused (FACTS §1), so pass what the checkpoint really needs.
+   */
+  async checkpoint(containerId: string, location: string, timeoutS: number): Promise<void> {
+    if (!isAbsolute(location)) {
+      throw new Error(`kybernate: checkpoint location must be an absolute path on the node: ${location}`);
+    }
+    if (!(timeoutS > 0))
+      throw new Error(`kybernate: checkpoint timeout must be > 0 seconds, got ${timeoutS}`);
+    await this.rpc(
+      "CheckpointContainer",
+      { containerId, location, timeout: Math.ceil(timeoutS) },
+      { timeoutMs: timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS },
+    );
+  }
+
+  // ---- images ----
+
+  /** PullImage; returns the image reference (digest) the runtime resolved. */
+  async pullImage(
+    image: string,
+    options: { auth?: In<AuthConfig>; podConfig?: In<PodSandboxConfig> } = {},
+    opts?: CallOptions,
+  ): Promise<string> {
+    const res = await this.rpc(
+      "PullImage",
+      { image: { image }, auth: options.auth, sandboxConfig: options.podConfig },
+      { timeoutMs: opts?.timeoutMs ?? this.pullTimeoutMs },
+    );
+    return res.imageRef;
+  }
+
+  /** The image, or null when the runtime does not have it. */
+  async imageStatus(image: string, opts?: CallOptions): Promise<Image | null> {
+    return (await this.rpc("ImageStatus", { image: { image } }, opts)).image;
+  }
+
+  async listImages(opts?: CallOptions): Promise<Image[]> {
+    return (await this.rpc("ListImages", {}, opts)).images;
+  }
+
+  async removeImage(image: string, opts?: CallOptions): Promise<void> {
+    await this.rpc("RemoveImage", { image: { image } }, opts);
+  }
+}
+
+const RPC_SERVICE: { [N in CriRpcName]: CriRpcs[N]["service"] } = {
+  Version: "RuntimeService",
+  RunPodSandbox: "RuntimeService",
+  StopPodSandbox: "RuntimeService",
+  RemovePodSandbox: "RuntimeService",
+  PodSandboxStatus: "RuntimeService",
+  ListPodSandbox: "RuntimeService",
+  CreateContainer: "RuntimeService",
+  StartContainer: "RuntimeService",
+  StopContainer: "RuntimeService",
+  RemoveContainer: "RuntimeService",
+  ListContainers: "RuntimeService",
+  ContainerStatus: "RuntimeService",
+  ExecSync: "RuntimeService",
+  CheckpointContainer: "RuntimeService",
+  ListImages: "ImageService",
+  ImageStatus: "ImageService",
+  PullImage: "ImageService",
+  RemoveImage: "ImageService",
+};
+
+/** "unix:///abs/path" from a bare path or an address that already has the scheme. */
+export function criAddress(socket: string): string {
+  const path = socket.startsWith("unix://") ? socket.slice("unix://".length) : socket;
+  if (!isAbsolute(path)) {
+    throw new Error(
+      `kybernate: the CRI socket must be an absolute path (e.g. ${DEFAULT_CRI_SOCKET}), got "${socket}"`,
+    );
+  }
+  return `unix://${path}`;
+}
+
+/** kubelet's namespaces for a hostNetwork pod: node network, the pod's own IPC, a pid namespace per container. */
+function hostNetworkNamespaces() {
+  return { network: "NODE", pid: "CONTAINER", ipc: "POD" } as const;
+}
+
+/** Containers repeat their pod's namespace modes, as kubelet sends them. */
+function podNamespaces(podConfig: In<PodSandboxConfig>) {
+  return podConfig.linux?.securityContext?.namespaceOptions ?? { pid: "CONTAINER" as const };
+}
+
+let cached: { RuntimeService: ServiceClientConstructor; ImageService: ServiceClientConstructor } | undefined;
+
+function criPackage() {
+  if (!cached) {
+    const definition = loadSync("cri/api.proto", {
+      includeDirs: [protoDir],
+      keepCase: false,
+      longs: String,
+      enums: String,
+      defaults: true,
+    });
+    // biome-ignore lint/suspicious/noExplicitAny: loadPackageDefinition returns an untyped namespace tree.
+    const v1 = (loadPackageDefinition(definition) as any).runtime.v1;
+    cached = { RuntimeService: v1.RuntimeService, ImageService: v1.ImageService };
+  }
+  return cached;
+}
