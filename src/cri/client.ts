@@ -156,8 +156,10 @@ export class CriClient {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const method = (client as unknown as Record<string, Unary>)[name];
     if (typeof method !== "function") {
-      throw new Error(
-        `kybernate: ${name} is missing from proto/cri/api.proto's ${service}; the package is broken`,
+      return Promise.reject(
+        new Error(
+          `kybernate: ${name} is missing from proto/cri/api.proto's ${service}; reinstall the package`,
+        ),
       );
     }
     const started = Date.now();
