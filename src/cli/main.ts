@@ -1,0 +1,17 @@
+#!/usr/bin/env node
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { version } from "../version.js";
+import { runCommand } from "./commands/run.js";
+
+await yargs(hideBin(process.argv))
+  .scriptName("kybernate")
+  .version(version)
+  .command(runCommand)
+  .demandCommand(1, "name a command: kybernate --help lists them")
+  .strict()
+  .fail((message, error) => {
+    process.stderr.write(`kybernate: ${error?.message ?? message}\n`);
+    process.exit(2);
+  })
+  .parseAsync();

@@ -1,0 +1,48 @@
+import { DEFAULT_DAEMON_SOCKET, type HookRequest } from "../daemon/protocol.js";
+
+const ACTIONS = new Set(["pre-dump", "post-resume"]);
+
+/** The hook's request, read from what CRIU and the per-container action script put in the environment. */
+export function requestFromEnvironment(
+  env: NodeJS.ProcessEnv,
+  criuPid: number,
+): { request: HookRequest; socket: string } {
+  const action = env.CRTOOLS_SCRIPT_ACTION;
+  if (!action) {
+    throw new Error(
+      "CRTOOLS_SCRIPT_ACTION is not set: this hook is run by CRIU as its action-script, not by hand",
+    );
+  }
+  if (!ACTIONS.has(action))
+    throw new Error(`CRTOOLS_SCRIPT_ACTION="${action}" is not an action kybernate handles`);
+  const containerId = env.KYBERNATE_CONTAINER_ID ?? "";
+  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(containerId)) {
+    throw new Error(
+      `KYBERNATE_CONTAINER_ID="${containerId}" is not a container id: run the hook through the action script kybernate writes per container`,
+    );
+  }
+  const initPidText = env.CRTOOLS_INIT_PID ?? "";
+  const initPid = Number(initPidText);
+  if (!/^\d+$/.test(initPidText) || initPid <= 1) {
+    throw new Error(`CRTOOLS_INIT_PID="${initPidText}" is not a process id (CRIU sets it at ${action})`);
+  }
+  const deadlineText = env.KYBERNATE_HOOK_TIMEOUT_MS ?? "120000";
+  const deadlineMs = Number(deadlineText);
+  if (!Number.isInteger(deadlineMs) || deadlineMs < 1000) {
+    throw new Error(
+      `KYBERNATE_HOOK_TIMEOUT_MS="${deadlineText}" must be a whole number of milliseconds >= 1000`,
+    );
+  }
+  return {
+    socket: env.KYBERNATE_SOCKET || DEFAULT_DAEMON_SOCKET,
+    request: {
+      kind: "hook",
+      action: action as HookRequest["action"],
+      containerId,
+      initPid,
+      criuPid,
+      imageDir: env.CRTOOLS_IMAGE_DIR || undefined,
+      deadlineMs,
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import { connect, type Socket } from "node:net";
+import type { Logger } from "../log.js";
+import { Multiplexer, TtrpcClient, TtrpcServer } from "../wire/index.js";
+import { encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "./codec.js";
+import type { NriHandlers } from "./handlers.js";
+import type { Inventory } from "./inventory.js";
+import { PluginService } from "./plugin-service.js";
+
+/** NRI's multiplexer connection IDs: the plugin serves on 1 and calls the runtime on 2. */
+const PLUGIN_CONN = 1;
+const RUNTIME_CONN = 2;
+
+export interface SessionOptions {
+  socketPath: string;
+  pluginName: string;
+  pluginIndex: string;
+  /** How long registration (RegisterPlugin + Configure + Synchronize) may take; containerd allows 5 s. */
+  registrationTimeoutMs: number;
+  log: Logger;
+}
+
+/** One registered connection to the runtime; `closed` settles when the runtime goes away or drops us. */
+export interface Session {
+  readonly runtime: string;
+  readonly closed: Promise<Error | undefined>;
+  close(): void;
+}
+
+export async function openSession(
+  handlers: NriHandlers,
+  inventory: Inventory,
+  options: SessionOptions,
+): Promise<Session> {
+  const { socketPath, log } = options;
+  const socket = await dial(socketPath);
+  const mux = new Multiplexer(socket);
+  const closed = new Promise<Error | undefined>((resolve) => {
+    let failure: Error | undefined;
+    socket.once("error", (error) => {
+      failure = error;
+    });
+    socket.once("close", () => resolve(failure));
+  });
+  let synchronized!: () => void;
+  const whenSynchronized = new Promise<void>((resolve) => {
+    synchronized = resolve;
+  });
+  const service = new PluginService(handlers, inventory, log, () => synchronized());
+  const server = new TtrpcServer();
+  server.register(PLUGIN_SERVICE, service.methods());
+  server.serve(mux.open(PLUGIN_CONN));
+  const runtime = new TtrpcClient(mux.open(RUNTIME_CONN));
+
+  try {
+    await withDeadline(
+      (async () => {
+        await runtime.call(
+          RUNTIME_SERVICE,
+          "RegisterPlugin",
+          encode("RegisterPluginRequest", { pluginName: options.pluginName, pluginIdx: options.pluginIndex }),
+          { timeoutMs: options.registrationTimeoutMs },
+        );
+        await Promise.race([
+          whenSynchronized,
+          closed.then(() => Promise.reject(new Error("runtime closed the connection during registration"))),
+        ]);
+      })(),
+      options.registrationTimeoutMs,
+      `NRI registration on ${socketPath} took longer than ${options.registrationTimeoutMs} ms`,
+    );
+  } catch (error) {
+    socket.destroy();
+    throw error;
+  }
+  const configured = service.configured;
+  return {
+    runtime: configured ? `${configured.runtimeName} ${configured.runtimeVersion}` : "unknown runtime",
+    closed,
+    close: () => socket.destroy(),
+  };
+}
+
+function dial(socketPath: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    socket.once("connect", () => {
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => {
+      const hint =
+        error.code === "ENOENT"
+          ? ' (no NRI socket: is containerd running with NRI enabled? [plugins."io.containerd.nri.v1.nri"] disable = false)'
+          : error.code === "EACCES"
+            ? " (the NRI socket is root-only: run kybernate as root)"
+            : "";
+      reject(new Error(`cannot connect to NRI socket ${socketPath}: ${error.message}${hint}`));
+    });
+  });
+}
+
+async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(message)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

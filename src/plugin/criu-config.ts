@@ -1,0 +1,72 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+export interface CriuConfigOptions {
+  /** Directory holding one subdirectory per GPU container (config + action-script wrapper). */
+  stateDir: string;
+  /** The kybernate CRIU action hook (hooks/kybernate-criu-hook). */
+  hookPath: string;
+  /** The daemon's unix socket the hook talks to. */
+  daemonSocket: string;
+  /** CRIU's network-lock method; "" leaves CRIU's default (iptables, which failed on the H200). */
+  networkLock: "" | "iptables" | "nftables" | "skip";
+  /** CRIU's task-collection timeout, in seconds. */
+  timeoutS: number;
+}
+
+export interface ContainerCriuFiles {
+  dir: string;
+  config: string;
+  actionScript: string;
+}
+
+export function criuFilesFor(stateDir: string, containerId: string): ContainerCriuFiles {
+  if (!/^[A-Za-z0-9_.-]+$/.test(containerId))
+    throw new Error(`container id "${containerId}" is not a plain name`);
+  const dir = join(stateDir, containerId);
+  return { dir, config: join(dir, "criu.conf"), actionScript: join(dir, "action-script") };
+}
+
+/**
+ * The CRIU configuration runc hands CRIU for this container (OCI annotation org.criu.config). CRIU runs the
+ * action script at each stage; the wrapper names the container, so the hook needs no lookup on the hot path.
+ */
+export function renderCriuConfig(files: ContainerCriuFiles, options: CriuConfigOptions): string {
+  const lines = [
+    "# written by kybernate for one container; removed with the container",
+    `action-script ${files.actionScript}`,
+    // The NVIDIA container toolkit's /proc/driver/nvidia and driver-file mounts have master/slave sharing
+    // that CRIU otherwise calls "unreachable sharing".
+    "enable-external-masters",
+    "external mnt[]",
+    // CUDA programs keep unlinked files (POSIX semaphores in /dev/shm, JIT caches) open.
+    "link-remap",
+    `timeout ${Math.max(10, Math.ceil(options.timeoutS))}`,
+  ];
+  if (options.networkLock) lines.push(`network-lock ${options.networkLock}`);
+  return `${lines.join("\n")}\n`;
+}
+
+export function renderActionScript(containerId: string, options: CriuConfigOptions): string {
+  return [
+    "#!/bin/sh",
+    "# CRIU action script for one container: names it and hands over to the kybernate hook.",
+    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' exec '${options.hookPath}'`,
+    "",
+  ].join("\n");
+}
+
+export async function writeCriuFiles(
+  containerId: string,
+  options: CriuConfigOptions,
+): Promise<ContainerCriuFiles> {
+  const files = criuFilesFor(options.stateDir, containerId);
+  await mkdir(files.dir, { recursive: true, mode: 0o700 });
+  await writeFile(files.config, renderCriuConfig(files, options), { mode: 0o600 });
+  await writeFile(files.actionScript, renderActionScript(containerId, options), { mode: 0o700 });
+  return files;
+}
+
+export async function removeCriuFiles(stateDir: string, containerId: string): Promise<void> {
+  await rm(criuFilesFor(stateDir, containerId).dir, { recursive: true, force: true });
+}
