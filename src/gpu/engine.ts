@@ -1,0 +1,363 @@
+import type { Logger } from "pino";
+import { silentLogger } from "../log.js";
+import { defaultDeadlines, type GpuBackend } from "./backend.js";
+import { type DeviceMap, GpuError, type GpuOp, ProcessState, type StateName, stateName } from "./types.js";
+import { residentBytes } from "./vram.js";
+
+export type Phase = "getState" | "lock" | "checkpoint" | "restore" | "unlock";
+export type OperationKind = "freeze" | "thaw" | "ensureRunning";
+
+export interface ProcessRecord {
+  pid: number;
+  startState?: StateName;
+  endState?: StateName;
+  /** Nothing to do: already in the target state. */
+  skipped: boolean;
+  /** Estimated VRAM moved (VmRSS change across the operation), when measurable. */
+  vramBytes?: number;
+  phasesMs: Partial<Record<Phase, number>>;
+  error?: ReturnType<GpuError["toJSON"]>;
+}
+
+export interface RollbackRecord {
+  ok: boolean;
+  ms: number;
+  processes: Array<{ pid: number; from?: StateName; to?: StateName; error?: ReturnType<GpuError["toJSON"]> }>;
+}
+
+export interface OperationRecord {
+  op: OperationKind;
+  backend: string;
+  pids: number[];
+  ok: boolean;
+  startedAt: string;
+  totalMs: number;
+  /** Per phase, the longest time any process of the set spent in it (the processes run in parallel). */
+  phasesMs: Partial<Record<Phase, number>>;
+  vramBytes?: number;
+  processes: ProcessRecord[];
+  /** The first failure: which process, in which step and state, with the driver's message. */
+  failure?: ReturnType<GpuError["toJSON"]>;
+  failures: Array<ReturnType<GpuError["toJSON"]>>;
+  /** Present when a failure made the engine bring the set back to RUNNING. */
+  rollback?: RollbackRecord;
+}
+
+export interface EngineOptions {
+  backend: GpuBackend;
+  logger?: Logger;
+  /** The driver's own lock timeout (default 10 s); the process stays RUNNING when it expires. */
+  lockTimeoutMs?: number;
+  /** Per-call deadlines, ms; lock's defaults to lockTimeoutMs + 5 s. */
+  deadlines?: Partial<Record<GpuOp, number>>;
+  /** Measure VmRSS around each operation (two /proc reads per process). Default true. */
+  measureVram?: boolean;
+}
+
+interface Chain {
+  rec: ProcessRecord;
+  /** What the engine last knew of the process, for reports and for rollback when the driver is silent. */
+  known?: ProcessState;
+}
+
+/**
+ * Takes a set of CUDA processes through the driver's checkpoint states, all in parallel.
+ *
+ * freeze: RUNNING → lock → LOCKED → checkpoint → CHECKPOINTED. thaw: CHECKPOINTED → restore → LOCKED → unlock →
+ * RUNNING. Both start from whatever state each process is in (freezing a CHECKPOINTED process or thawing a
+ * RUNNING one is a successful no-op, marked skipped), so a repeated call after a partial one completes it.
+ * Any failure stops the other processes at their next step and brings the whole set back to RUNNING
+ * (rollback); a FAILED process cannot be brought back and is reported. Results are data (never thrown):
+ * check `ok`.
+ */
+export class GpuEngine {
+  private readonly backend: GpuBackend;
+  private readonly log: Logger;
+  private readonly lockTimeoutMs: number;
+  private readonly deadlines: Record<GpuOp, number>;
+  private readonly measureVram: boolean;
+
+  constructor(opts: EngineOptions) {
+    this.backend = opts.backend;
+    this.log = (opts.logger ?? silentLogger).child({ component: "gpu-engine" });
+    this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
+    this.deadlines = {
+      ...defaultDeadlines,
+      lock: this.lockTimeoutMs + 5_000,
+      ...opts.deadlines,
+    };
+    this.measureVram = opts.measureVram ?? true;
+  }
+
+  freeze(pids: number[]): Promise<OperationRecord> {
+    return this.operate("freeze", pids, undefined, true);
+  }
+
+  thaw(pids: number[], deviceMap?: DeviceMap): Promise<OperationRecord> {
+    return this.operate("thaw", pids, deviceMap, true);
+  }
+
+  /** Brings every process to RUNNING from any state (restore + unlock, or unlock); no rollback of its own. */
+  ensureRunning(pids: number[], deviceMap?: DeviceMap): Promise<OperationRecord> {
+    return this.operate("ensureRunning", pids, deviceMap, false);
+  }
+
+  /** The driver's state of each process, or the error that says why there is none. */
+  async states(pids: number[]): Promise<Array<{ pid: number; state?: StateName; error?: GpuError }>> {
+    return Promise.all(
+      pids.map(async (pid) => {
+        try {
+          return {
+            pid,
+            state: stateName(await this.backend.getState(pid, { deadlineMs: this.deadlines.getState })),
+          };
+        } catch (err) {
+          return { pid, error: asGpuError(err, pid, "getState") };
+        }
+      }),
+    );
+  }
+
+  private async operate(
+    op: OperationKind,
+    pids: number[],
+    deviceMap: DeviceMap | undefined,
+    rollbackOnFailure: boolean,
+  ): Promise<OperationRecord> {
+    const startedAt = new Date();
+    const t0 = performance.now();
+    const abort = { set: false };
+    const failures: GpuError[] = [];
+    const chains = pids.map((pid): Chain => ({ rec: { pid, skipped: false, phasesMs: {} } }));
+    this.log.info({ op, pids, backend: this.backend.description }, `gpu ${op} starting`);
+
+    await Promise.all(
+      chains.map(async (c) => {
+        try {
+          if (op === "freeze") await this.freezeOne(c, abort);
+          else await this.thawOne(c, deviceMap, abort);
+        } catch (err) {
+          const e = asGpuError(err, c.rec.pid, "getState");
+          e.state ??= c.known;
+          failures.push(e);
+          c.rec.error = e.toJSON();
+          abort.set = true;
+        }
+        if (c.known !== undefined) c.rec.endState = stateName(c.known);
+      }),
+    );
+
+    let rollback: RollbackRecord | undefined;
+    if (failures.length && rollbackOnFailure) rollback = await this.rollback(chains, deviceMap);
+
+    const record = summarize(
+      op,
+      this.backend.description,
+      pids,
+      startedAt,
+      performance.now() - t0,
+      chains,
+      failures,
+    );
+    if (rollback) record.rollback = rollback;
+    if (record.ok) this.log.info({ record }, `gpu ${op} done in ${Math.round(record.totalMs)} ms`);
+    else
+      this.log.error(
+        { record },
+        `gpu ${op} failed: ${record.failure?.message}${rollback ? (rollback.ok ? "; rolled back to RUNNING" : "; ROLLBACK INCOMPLETE") : ""}`,
+      );
+    return record;
+  }
+
+  private async step<T>(c: Chain, phase: Phase, call: () => Promise<T>): Promise<T> {
+    const t = performance.now();
+    try {
+      return await call();
+    } finally {
+      c.rec.phasesMs[phase] = (c.rec.phasesMs[phase] ?? 0) + (performance.now() - t);
+    }
+  }
+
+  private async startState(c: Chain): Promise<ProcessState> {
+    const pid = c.rec.pid;
+    const s = await this.step(c, "getState", () =>
+      this.backend.getState(pid, { deadlineMs: this.deadlines.getState }),
+    );
+    c.known = s;
+    c.rec.startState = stateName(s);
+    if (s === ProcessState.FAILED)
+      throw new GpuError({
+        pid,
+        op: "getState",
+        code: "CUDA_PROCESS_FAILED",
+        driverMessage: "the driver reports the process FAILED",
+        state: s,
+        hint: "its GPU state is lost; only restarting the process (or restoring an older checkpoint) helps",
+      });
+    return s;
+  }
+
+  private checkAbort(c: Chain, abort: { set: boolean }, next: GpuOp): void {
+    if (abort.set)
+      throw new GpuError({
+        pid: c.rec.pid,
+        op: next,
+        code: "ABORTED",
+        driverMessage: "not attempted: another process of the set failed",
+      });
+  }
+
+  private async freezeOne(c: Chain, abort: { set: boolean }): Promise<void> {
+    const pid = c.rec.pid;
+    const s = await this.startState(c);
+    if (s === ProcessState.CHECKPOINTED) {
+      c.rec.skipped = true;
+      return;
+    }
+    const before = this.measureVram ? await residentBytes(pid) : undefined;
+    if (s === ProcessState.RUNNING) {
+      this.checkAbort(c, abort, "lock");
+      await this.step(c, "lock", () =>
+        this.backend.lock(pid, this.lockTimeoutMs, { deadlineMs: this.deadlines.lock }),
+      );
+      c.known = ProcessState.LOCKED;
+    }
+    this.checkAbort(c, abort, "checkpoint");
+    await this.step(c, "checkpoint", () =>
+      this.backend.checkpoint(pid, { deadlineMs: this.deadlines.checkpoint }),
+    );
+    c.known = ProcessState.CHECKPOINTED;
+    const after = this.measureVram ? await residentBytes(pid) : undefined;
+    if (before !== undefined && after !== undefined) c.rec.vramBytes = Math.max(0, after - before);
+  }
+
+  private async thawOne(c: Chain, deviceMap: DeviceMap | undefined, abort: { set: boolean }): Promise<void> {
+    const pid = c.rec.pid;
+    const s = await this.startState(c);
+    if (s === ProcessState.RUNNING) {
+      c.rec.skipped = true;
+      return;
+    }
+    const before = this.measureVram ? await residentBytes(pid) : undefined;
+    if (s === ProcessState.CHECKPOINTED) {
+      this.checkAbort(c, abort, "restore");
+      await this.step(c, "restore", () =>
+        this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore }),
+      );
+      c.known = ProcessState.LOCKED;
+    }
+    this.checkAbort(c, abort, "unlock");
+    await this.step(c, "unlock", () => this.backend.unlock(pid, { deadlineMs: this.deadlines.unlock }));
+    c.known = ProcessState.RUNNING;
+    const after = this.measureVram ? await residentBytes(pid) : undefined;
+    if (before !== undefined && after !== undefined) c.rec.vramBytes = Math.max(0, before - after);
+  }
+
+  /** Every process back to RUNNING, from whatever state each is in (asked again: a failed call may have acted). */
+  private async rollback(chains: Chain[], deviceMap: DeviceMap | undefined): Promise<RollbackRecord> {
+    const t0 = performance.now();
+    const processes = await Promise.all(
+      chains.map(async (c): Promise<RollbackRecord["processes"][number]> => {
+        const pid = c.rec.pid;
+        let from = c.known;
+        try {
+          from = await this.backend.getState(pid, { deadlineMs: this.deadlines.getState });
+        } catch (err) {
+          this.log.warn({ pid, err: asGpuError(err, pid, "getState").toJSON() }, "rollback: state unknown");
+        }
+        let now = from;
+        try {
+          if (now === ProcessState.FAILED)
+            throw new GpuError({
+              pid,
+              op: "restore",
+              code: "CUDA_PROCESS_FAILED",
+              driverMessage: "the driver reports the process FAILED; it cannot be brought back",
+              state: now,
+            });
+          if (now === ProcessState.CHECKPOINTED) {
+            await this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore });
+            now = ProcessState.LOCKED;
+          }
+          if (now === ProcessState.LOCKED) {
+            await this.backend.unlock(pid, { deadlineMs: this.deadlines.unlock });
+            now = ProcessState.RUNNING;
+          }
+          if (now === undefined)
+            throw new GpuError({
+              pid,
+              op: "getState",
+              code: "STATE_UNKNOWN",
+              driverMessage: "state unknown",
+            });
+          c.known = now;
+          c.rec.endState = stateName(now);
+          return { pid, ...(from !== undefined ? { from: stateName(from) } : {}), to: stateName(now) };
+        } catch (err) {
+          const e = asGpuError(err, pid, "unlock");
+          e.state ??= now;
+          if (now !== undefined) c.rec.endState = stateName(now);
+          return {
+            pid,
+            ...(from !== undefined ? { from: stateName(from) } : {}),
+            ...(now !== undefined ? { to: stateName(now) } : {}),
+            error: e.toJSON(),
+          };
+        }
+      }),
+    );
+    return {
+      ok: processes.every((p) => !p.error && p.to === "RUNNING"),
+      ms: performance.now() - t0,
+      processes,
+    };
+  }
+}
+
+function asGpuError(err: unknown, pid: number, op: GpuOp): GpuError {
+  if (err instanceof GpuError) return err;
+  return new GpuError({
+    pid,
+    op,
+    code: "BACKEND_FAILURE",
+    driverMessage: (err as Error)?.message ?? String(err),
+  });
+}
+
+function summarize(
+  op: OperationKind,
+  backend: string,
+  pids: number[],
+  startedAt: Date,
+  totalMs: number,
+  chains: Chain[],
+  failures: GpuError[],
+): OperationRecord {
+  const phasesMs: Partial<Record<Phase, number>> = {};
+  let vram = 0;
+  let vramKnown = false;
+  for (const c of chains) {
+    for (const [k, v] of Object.entries(c.rec.phasesMs) as Array<[Phase, number]>)
+      phasesMs[k] = Math.max(phasesMs[k] ?? 0, v);
+    if (c.rec.vramBytes !== undefined) {
+      vram += c.rec.vramBytes;
+      vramKnown = true;
+    }
+  }
+  // The process that failed first is the cause; ABORTED ones only followed it.
+  const real = failures.filter((f) => f.code !== "ABORTED");
+  const first = real[0] ?? failures[0];
+  return {
+    op,
+    backend,
+    pids,
+    ok: failures.length === 0,
+    startedAt: startedAt.toISOString(),
+    totalMs,
+    phasesMs,
+    ...(vramKnown ? { vramBytes: vram } : {}),
+    processes: chains.map((c) => c.rec),
+    ...(first ? { failure: first.toJSON() } : {}),
+    failures: failures.map((f) => f.toJSON()),
+  };
+}

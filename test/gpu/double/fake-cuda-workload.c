@@ -1,0 +1,441 @@
+/*
+ * fake-cuda-workload: a stand-in for a CUDA program, for machines without a GPU. TEST ONLY.
+ *
+ * While "on the GPU" (RUNNING or LOCKED) it holds what the real driver holds and CRIU cannot dump in its
+ * place: an io_uring ring mapped into its memory (CRIU: "Unknown shit 600 (anon_inode:[io_uring])") and an
+ * open fd of its "device" (/dev/nvidiactl when present, else --device PATH). Its "VRAM" is a memfd read and
+ * written with pread/pwrite, so it is not part of VmRSS, like device memory. CHECKPOINT copies the VRAM into
+ * an anonymous mapping ("host copy", VmRSS grows by its size, as with the driver), then releases the memfd,
+ * the ring and the device. RESTORE takes them back, writes the copy back and verifies every word of the
+ * pattern. Word 0 of the VRAM is a counter incremented while RUNNING, so a test sees the work go on.
+ *
+ * Control: a unix socket <dir>/<ns pid>.sock (dir: --dir, else $FAKE_CUDA_DIR, else /tmp/fake-cuda), one
+ * request per connection ("op arg\n" -> "code value\n"); no connection is kept, so once released the process
+ * is dumpable by CRIU. Status: <dir>/<ns pid>.json, rewritten every 100 ms.
+ *
+ * Faults (--fault-file PATH, "%p" in PATH -> ns pid), read at each request, one rule a line:
+ *   OP fail [COUNT]   answer CUDA_ERROR_UNKNOWN, state unchanged (COUNT times, default always)
+ *   OP failed [COUNT] enter FAILED and answer CUDA_ERROR_UNKNOWN
+ *   OP hang [COUNT]   never answer and do nothing (the connection is dropped when the caller closes it)
+ *   OP delay MS       take MS milliseconds before doing OP
+ * OP is state|lock|checkpoint|restore|unlock|tid.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fake-cuda.h"
+
+static const char *dir;
+static const char *device_opt;
+static const char *fault_file;
+static size_t vram_bytes = 16u << 20;
+static volatile sig_atomic_t stop;
+
+static int state = ST_RUNNING;
+static int vram_fd = -1, ring_fd = -1, dev_fd = -1;
+static void *ring_map;
+static size_t ring_len;
+static uint64_t *host_copy;
+static uint64_t counter;
+static unsigned verified, verify_failures, checkpoints, restores, last_pairs;
+static char sock_path[108], status_path[256];
+static int ns_pid;
+
+static void die(const char *what) {
+  fprintf(stderr, "fake-cuda-workload[%d]: %s: %s\n", getpid(), what, strerror(errno));
+  if (sock_path[0]) unlink(sock_path);
+  if (status_path[0]) unlink(status_path);
+  exit(2);
+}
+
+static uint64_t pattern(uint64_t i) {
+  uint64_t z = i * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static const char *device_path(void) {
+  if (device_opt) return device_opt;
+  return access("/dev/nvidiactl", F_OK) == 0 ? "/dev/nvidiactl" : NULL;
+}
+
+/* The resources the driver holds while the process is on the GPU. */
+static int take_gpu(void) {
+  const char *dev = device_path();
+  if (!dev) {
+    errno = ENOENT;
+    return -1;
+  }
+  dev_fd = open(dev, O_RDWR | O_CLOEXEC);
+  if (dev_fd < 0) return -1;
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  ring_fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+  if (ring_fd < 0) return -1;
+  ring_len = p.sq_off.array + p.sq_entries * sizeof(uint32_t);
+  ring_map = mmap(NULL, ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_SQ_RING);
+  if (ring_map == MAP_FAILED) return -1;
+  vram_fd = memfd_create("fake-vram", MFD_CLOEXEC);
+  if (vram_fd < 0 || ftruncate(vram_fd, (off_t)vram_bytes) != 0) return -1;
+  return 0;
+}
+
+static void release_gpu(void) {
+  if (ring_map && ring_map != MAP_FAILED) munmap(ring_map, ring_len);
+  ring_map = NULL;
+  if (ring_fd >= 0) close(ring_fd);
+  if (dev_fd >= 0) close(dev_fd);
+  if (vram_fd >= 0) close(vram_fd);
+  ring_fd = dev_fd = vram_fd = -1;
+}
+
+#define CHUNK (1u << 20)
+
+static int fill_vram(void) {
+  static uint64_t buf[CHUNK / 8];
+  for (size_t off = 0; off < vram_bytes; off += CHUNK) {
+    size_t n = vram_bytes - off < CHUNK ? vram_bytes - off : CHUNK;
+    for (size_t w = 0; w < n / 8; w++) buf[w] = pattern(off / 8 + w);
+    if (off == 0) buf[0] = counter;
+    if (pwrite(vram_fd, buf, n, (off_t)off) != (ssize_t)n) return -1;
+  }
+  return 0;
+}
+
+/* Every word but the counter must hold its pattern value. */
+static int verify_vram(void) {
+  static uint64_t buf[CHUNK / 8];
+  for (size_t off = 0; off < vram_bytes; off += CHUNK) {
+    size_t n = vram_bytes - off < CHUNK ? vram_bytes - off : CHUNK;
+    if (pread(vram_fd, buf, n, (off_t)off) != (ssize_t)n) return -1;
+    for (size_t w = off == 0 ? 1 : 0; w < n / 8; w++)
+      if (buf[w] != pattern(off / 8 + w)) return -1;
+  }
+  return 0;
+}
+
+static int do_checkpoint(void) {
+  host_copy = mmap(NULL, vram_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (host_copy == MAP_FAILED) {
+    host_copy = NULL;
+    return CUDA_ERROR_UNKNOWN;
+  }
+  if (pread(vram_fd, host_copy, vram_bytes, 0) != (ssize_t)vram_bytes) {
+    munmap(host_copy, vram_bytes);
+    host_copy = NULL;
+    return CUDA_ERROR_UNKNOWN;
+  }
+  release_gpu();
+  checkpoints++;
+  return CUDA_SUCCESS;
+}
+
+static int do_restore(void) {
+  if (take_gpu() != 0 || pwrite(vram_fd, host_copy, vram_bytes, 0) != (ssize_t)vram_bytes) {
+    fprintf(stderr, "fake-cuda-workload[%d]: restore could not take the GPU back: %s\n", getpid(), strerror(errno));
+    release_gpu();
+    return CUDA_ERROR_UNKNOWN;
+  }
+  munmap(host_copy, vram_bytes);
+  host_copy = NULL;
+  if (verify_vram() == 0)
+    verified++;
+  else
+    verify_failures++;
+  if (pread(vram_fd, &counter, sizeof counter, 0) != sizeof counter) verify_failures++;
+  restores++;
+  return CUDA_SUCCESS;
+}
+
+static const char *state_name(int s) {
+  static const char *names[] = {"running", "locked", "checkpointed", "failed"};
+  return s >= 0 && s <= 3 ? names[s] : "unknown";
+}
+
+static void write_status(void) {
+  char tmp[300], body[512];
+  snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
+  int n = snprintf(body, sizeof body,
+                   "{\"pid\":%d,\"state\":\"%s\",\"counter\":%llu,\"mib\":%zu,\"ring\":%s,\"device\":%s,"
+                   "\"verified\":%u,\"verifyFailures\":%u,\"checkpoints\":%u,\"restores\":%u,\"lastDevicePairs\":%u}\n",
+                   ns_pid, state_name(state), (unsigned long long)counter, vram_bytes >> 20,
+                   ring_map ? "true" : "false", dev_fd >= 0 ? "true" : "false", verified, verify_failures,
+                   checkpoints, restores, last_pairs);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  ssize_t w = write(fd, body, (size_t)n);
+  close(fd);
+  if (w == n) rename(tmp, status_path);
+}
+
+/* The rule for `op` in the fault file, if any. Counts reset when the file's content changes. */
+struct rule {
+  char mode[16];
+  long arg;
+};
+static char last_faults[1024];
+static unsigned fired[32];
+
+static int find_fault(const char *op, struct rule *out) {
+  if (!fault_file) return 0;
+  char path[256], content[1024];
+  const char *pp = strstr(fault_file, "%p");
+  if (pp)
+    snprintf(path, sizeof path, "%.*s%d%s", (int)(pp - fault_file), fault_file, ns_pid, pp + 2);
+  else
+    snprintf(path, sizeof path, "%s", fault_file);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, content, sizeof content - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  content[n] = 0;
+  if (strcmp(content, last_faults) != 0) {
+    memcpy(last_faults, content, (size_t)n + 1);
+    memset(fired, 0, sizeof fired);
+  }
+  int idx = 0;
+  for (char *save = NULL, *line = strtok_r(content, "\n", &save); line && idx < 32;
+       line = strtok_r(NULL, "\n", &save), idx++) {
+    char rop[16], mode[16];
+    long arg = -1;
+    if (sscanf(line, "%15s %15s %ld", rop, mode, &arg) < 2 || strcmp(rop, op) != 0) continue;
+    if (strcmp(mode, "delay") != 0 && arg >= 0 && fired[idx] >= (unsigned long)arg) continue;
+    fired[idx]++;
+    snprintf(out->mode, sizeof out->mode, "%s", mode);
+    out->arg = arg;
+    return 1;
+  }
+  return 0;
+}
+
+#define MAX_HUNG 16
+static int hung[MAX_HUNG];
+
+/* Returns -1 when the request must stay unanswered (hang), else the code; *value gets the answer. */
+static int handle(const char *op, unsigned arg, int *value) {
+  struct rule r;
+  if (find_fault(op, &r)) {
+    if (strcmp(r.mode, "hang") == 0) return -1;
+    if (strcmp(r.mode, "fail") == 0) return CUDA_ERROR_UNKNOWN;
+    if (strcmp(r.mode, "failed") == 0) {
+      state = ST_FAILED;
+      return CUDA_ERROR_UNKNOWN;
+    }
+    if (strcmp(r.mode, "delay") == 0 && r.arg > 0) usleep((useconds_t)r.arg * 1000);
+  }
+  *value = 0;
+  if (strcmp(op, "state") == 0) {
+    *value = state;
+    return CUDA_SUCCESS;
+  }
+  if (strcmp(op, "tid") == 0) {
+    *value = (int)syscall(SYS_gettid);
+    return CUDA_SUCCESS;
+  }
+  if (strcmp(op, "lock") == 0) {
+    if (state != ST_RUNNING) return CUDA_ERROR_ILLEGAL_STATE;
+    state = ST_LOCKED;
+    return CUDA_SUCCESS;
+  }
+  if (strcmp(op, "checkpoint") == 0) {
+    if (state != ST_LOCKED) return CUDA_ERROR_ILLEGAL_STATE;
+    int rc = do_checkpoint();
+    if (rc == CUDA_SUCCESS) state = ST_CHECKPOINTED;
+    return rc;
+  }
+  if (strcmp(op, "restore") == 0) {
+    if (state != ST_CHECKPOINTED) return CUDA_ERROR_ILLEGAL_STATE;
+    last_pairs = arg;
+    int rc = do_restore();
+    if (rc == CUDA_SUCCESS) state = ST_LOCKED;
+    return rc;
+  }
+  if (strcmp(op, "unlock") == 0) {
+    if (state != ST_LOCKED) return CUDA_ERROR_ILLEGAL_STATE;
+    state = ST_RUNNING;
+    return CUDA_SUCCESS;
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+
+static void serve_one(int lfd) {
+  int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return;
+  struct timeval tv = {.tv_sec = 1};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char req[64];
+  ssize_t n = read(c, req, sizeof req - 1);
+  if (n <= 0) {
+    close(c);
+    return;
+  }
+  req[n] = 0;
+  char op[16];
+  unsigned arg = 0;
+  if (sscanf(req, "%15s %u", op, &arg) < 1) {
+    close(c);
+    return;
+  }
+  /* A caller that gave up (lock timeout while we were stopped) must not find the process locked later. */
+  struct pollfd p = {.fd = c, .events = POLLRDHUP};
+  if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) {
+    close(c);
+    return;
+  }
+  int value = 0;
+  int code = handle(op, arg, &value);
+  if (code < 0) {
+    for (int i = 0; i < MAX_HUNG; i++)
+      if (hung[i] < 0) {
+        hung[i] = c;
+        return;
+      }
+    close(c);
+    return;
+  }
+  char ans[32];
+  int len = snprintf(ans, sizeof ans, "%d %d\n", code, value);
+  if (write(c, ans, (size_t)len) != len) { /* the caller left: nothing to tell */
+  }
+  close(c);
+  write_status();
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  stop = 1;
+}
+
+static int worker(void) {
+  ns_pid = getpid();
+  for (int i = 0; i < MAX_HUNG; i++) hung[i] = -1;
+  snprintf(status_path, sizeof status_path, "%s/%d.json", dir, ns_pid);
+  if (take_gpu() != 0) {
+    if (!device_path())
+      fprintf(stderr, "fake-cuda-workload: no /dev/nvidiactl here; give the fake device with --device PATH\n");
+    die("cannot take the fake GPU (device, io_uring, memfd)");
+  }
+  if (fill_vram() != 0) die("cannot fill the fake VRAM");
+
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%d.sock", dir, ns_pid) >= sizeof addr.sun_path) {
+    errno = ENAMETOOLONG;
+    die("socket path too long; use a shorter --dir");
+  }
+  snprintf(sock_path, sizeof sock_path, "%s", addr.sun_path);
+  unlink(sock_path);
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(lfd, 16) != 0)
+    die("cannot listen on the control socket");
+  write_status();
+  printf("ready pid=%d mib=%zu socket=%s\n", ns_pid, vram_bytes >> 20, sock_path);
+  fflush(stdout);
+
+  uint64_t last_status = now_ms();
+  while (!stop) {
+    struct pollfd fds[1 + MAX_HUNG];
+    int nf = 0;
+    fds[nf++] = (struct pollfd){.fd = lfd, .events = POLLIN};
+    for (int i = 0; i < MAX_HUNG; i++)
+      if (hung[i] >= 0) fds[nf++] = (struct pollfd){.fd = hung[i], .events = POLLIN | POLLRDHUP};
+    int r = poll(fds, (nfds_t)nf, 20);
+    if (r > 0) {
+      for (int i = 1; i < nf; i++)
+        if (fds[i].revents)
+          for (int h = 0; h < MAX_HUNG; h++)
+            if (hung[h] == fds[i].fd) {
+              close(hung[h]);
+              hung[h] = -1;
+            }
+      if (fds[0].revents & POLLIN) serve_one(lfd);
+    }
+    if (state == ST_RUNNING) {
+      counter++;
+      if (pwrite(vram_fd, &counter, sizeof counter, 0) != sizeof counter) die("cannot write the fake VRAM");
+    }
+    if (now_ms() - last_status >= 100) {
+      write_status();
+      last_status = now_ms();
+    }
+  }
+  unlink(sock_path);
+  unlink(status_path);
+  return 0;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH]\n"
+          "TEST ONLY: a GPU stand-in for kybernate's test double (see docs/GPU-DOUBLE.md)\n");
+  exit(64);
+}
+
+int main(int argc, char **argv) {
+  int procs = 0;
+  dir = getenv("FAKE_CUDA_DIR") && *getenv("FAKE_CUDA_DIR") ? getenv("FAKE_CUDA_DIR") : FAKE_CUDA_DEFAULT_DIR;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) usage();
+    if (strcmp(a, "--mib") == 0) vram_bytes = (size_t)strtoul(v, NULL, 10) << 20;
+    else if (strcmp(a, "--procs") == 0) procs = atoi(v);
+    else if (strcmp(a, "--device") == 0) device_opt = v;
+    else if (strcmp(a, "--dir") == 0) dir = v;
+    else if (strcmp(a, "--fault-file") == 0) fault_file = v;
+    else usage();
+    i++;
+  }
+  if (vram_bytes < CHUNK) vram_bytes = CHUNK;
+  mkdir(dir, 0755);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (procs <= 0) return worker();
+
+  /* --procs N: this parent is a helper without "CUDA" (like a launcher), its children are the workloads. */
+  pid_t kids[64];
+  if (procs > 64) procs = 64;
+  for (int k = 0; k < procs; k++) {
+    kids[k] = fork();
+    if (kids[k] == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() == 1) _exit(0);
+      return worker();
+    }
+  }
+  int status = 0, alive = procs;
+  while (alive > 0) {
+    pid_t p = waitpid(-1, &status, 0);
+    if (p > 0) alive--;
+    else if (errno == EINTR && stop) {
+      for (int k = 0; k < procs; k++) kill(kids[k], SIGTERM);
+      stop = 0;
+    } else if (errno != EINTR) break;
+  }
+  return 0;
+}
