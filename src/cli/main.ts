@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import "./threadpool.js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { version } from "../version.js";

@@ -288,15 +288,16 @@ export class CriClient {
 
   /**
    * Restore through CRI: CreateContainer whose image is the checkpoint archive's path (containerd
-   * 2.1–2.3; FACTS §1). The runtime takes command, env, mounts and the base image from the archive's
-   * config.dump/spec.dump. Only creates: the following StartContainer is what runs `runc restore`.
+   * 2.1–2.3; FACTS §1). containerd takes the processes, base image and annotations from the archive, but
+   * mounts, devices and environment from THIS request (as the kubelet does from the pod spec), so pass the
+   * original container's. Only creates: the following StartContainer is what runs `runc restore`.
    */
   async restoreFromArchive(
     podId: string,
     podConfig: In<PodSandboxConfig>,
     archivePath: string,
     name: string,
-    options: { labels?: StringMap; annotations?: StringMap; logPath?: string } = {},
+    options: Omit<ContainerSpec, "name" | "image" | "command" | "args" | "workingDir"> = {},
     opts?: CallOptions,
   ): Promise<string> {
     if (!isAbsolute(archivePath)) {
@@ -304,23 +305,7 @@ export class CriClient {
         `kybernate: checkpoint archive path must be absolute (the runtime resolves it): ${archivePath}`,
       );
     }
-    const res = await this.rpc(
-      "CreateContainer",
-      {
-        podSandboxId: podId,
-        sandboxConfig: podConfig,
-        config: {
-          metadata: { name, attempt: 0 },
-          image: { image: archivePath },
-          labels: options.labels ?? {},
-          annotations: options.annotations ?? {},
-          logPath: options.logPath ?? "",
-          linux: { securityContext: { namespaceOptions: podNamespaces(podConfig) } },
-        },
-      },
-      opts,
-    );
-    return res.containerId;
+    return this.createContainer(podId, podConfig, { ...options, name, image: archivePath }, opts);
   }
 
   async startContainer(containerId: string, opts?: CallOptions): Promise<void> {

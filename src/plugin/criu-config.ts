@@ -6,6 +6,8 @@ export interface CriuConfigOptions {
   stateDir: string;
   /** The kybernate CRIU action hook (hooks/kybernate-criu-hook). */
   hookPath: string;
+  /** Node binary that runs the hook (CRIU inherits containerd's PATH, which may not have node). */
+  node: string;
   /** The daemon's unix socket the hook talks to. */
   daemonSocket: string;
   /** CRIU's network-lock method; "" leaves CRIU's default (iptables, which failed on the H200). */
@@ -51,7 +53,7 @@ export function renderActionScript(containerId: string, options: CriuConfigOptio
   return [
     "#!/bin/sh",
     "# CRIU action script for one container: names it and hands over to the kybernate hook.",
-    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' exec '${options.hookPath}'`,
+    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' KYBERNATE_NODE='${options.node}' exec '${options.hookPath}'`,
     "",
   ].join("\n");
 }

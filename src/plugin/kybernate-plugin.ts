@@ -1,25 +1,57 @@
 import type { Logger } from "../log.js";
 import type { NriHandlers } from "../nri/handlers.js";
-import { type Container, type ContainerAdjustment, NriEvent, type PodSandbox } from "../nri/types.js";
+import { type Container, type ContainerAdjustment, type LifecycleEvent, NriEvent, type PodSandbox } from "../nri/types.js";
 import { version } from "../version.js";
+import { type CriuConfigOptions, removeCriuFiles, writeCriuFiles } from "./criu-config.js";
+import { classifyContainer } from "./gpu-container.js";
 import type { Selector } from "./selector.js";
 
 export const VERSION_ANNOTATION = "kybernate.io/version";
+/** runc hands CRIU the file this OCI annotation names, for dump and for restore. */
+export const CRIU_CONFIG_ANNOTATION = "org.criu.config";
 
-/** kybernate's NRI handlers: marks the containers it takes care of; everything else passes untouched. */
-export function kybernateHandlers(selector: Selector, log: Logger): NriHandlers {
+export interface PluginOptions {
+  criu: CriuConfigOptions;
+  /** Extra opt-in: containers matching it are treated as GPU containers too. */
+  selector?: Selector;
+  log: Logger;
+  /** Told of each container kybernate takes care of (for `kybernate ps`). */
+  onManaged?(pod: PodSandbox, container: Container, reason: string): void;
+  onRemoved?(containerId: string): void;
+}
+
+/**
+ * kybernate's NRI handlers: a GPU container gets a CRIU configuration whose action script is the kybernate
+ * hook; every other container passes untouched, at the cost of one classification.
+ */
+export function kybernateHandlers(options: PluginOptions): NriHandlers {
+  const { log } = options;
   return {
     // Only what the plugin needs: each subscribed event is a call under containerd's global NRI lock.
-    events: [
-      NriEvent.CreateContainer,
-      NriEvent.RemoveContainer,
-      NriEvent.RunPodSandbox,
-      NriEvent.RemovePodSandbox,
-    ],
-    createContainer(pod: PodSandbox, container: Container): ContainerAdjustment | undefined {
-      if (!selector.matches(pod, container)) return undefined;
-      log.info({ pod: `${pod.namespace}/${pod.name}`, container: container.name }, "container selected");
-      return { annotations: { [VERSION_ANNOTATION]: version } };
+    events: [NriEvent.CreateContainer, NriEvent.RemoveContainer, NriEvent.RunPodSandbox, NriEvent.RemovePodSandbox],
+    async createContainer(pod: PodSandbox, container: Container): Promise<ContainerAdjustment | undefined> {
+      const verdict = classifyContainer(pod, container);
+      const selected = options.selector?.matches(pod, container) ?? false;
+      if (!verdict.gpu && !selected) return undefined;
+      const reason = verdict.gpu ? verdict.reason : "selector";
+      const files = await writeCriuFiles(container.id, options.criu);
+      log.info(
+        {
+          pod: `${pod.namespace}/${pod.name}`,
+          container: container.name,
+          id: container.id,
+          reason,
+          restored: container.annotations.restored === "true",
+        },
+        "GPU container: CRIU hook configured",
+      );
+      options.onManaged?.(pod, container, reason);
+      return { annotations: { [VERSION_ANNOTATION]: version, [CRIU_CONFIG_ANNOTATION]: files.config } };
+    },
+    async event({ event, container }: LifecycleEvent): Promise<void> {
+      if (event !== NriEvent.RemoveContainer || !container) return;
+      await removeCriuFiles(options.criu.stateDir, container.id);
+      options.onRemoved?.(container.id);
     },
   };
 }

@@ -1,26 +1,33 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { startDaemon } from "../../daemon/daemon.js";
+import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
+import type { BackendKind } from "../../gpu/select-backend.js";
 import { createLogger } from "../../log.js";
-import { NriStub } from "../../nri/stub.js";
-import { kybernateHandlers } from "../../plugin/kybernate-plugin.js";
+import type { CriuConfigOptions } from "../../plugin/criu-config.js";
 import { parseSelector } from "../../plugin/selector.js";
 
 interface RunArgs {
   nriSocket: string;
   index: string;
   logLevel: string;
-  select: string;
+  select?: string;
+  socket: string;
+  stateDir: string;
+  gpuBackend: BackendKind;
+  libcuda?: string;
+  cudaCheckpoint?: string;
+  gpuBudget: number;
+  lockTimeout: number;
+  frozenGrace: number;
+  criuNetworkLock: string;
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
   command: "run",
-  describe: "Run the NRI plugin (stays connected to containerd, reconnects when it restarts)",
+  describe: "Run kybernate on this node: the NRI plugin plus the daemon CRIU's hook talks to",
   builder: (yargs: Argv) =>
     yargs
-      .option("nri-socket", {
-        type: "string",
-        default: "/var/run/nri/nri.sock",
-        describe: "containerd's NRI socket",
-      })
+      .option("nri-socket", { type: "string", default: "/var/run/nri/nri.sock", describe: "containerd's NRI socket" })
       .option("index", { type: "string", default: "10", describe: 'plugin index "00"–"99" (call order)' })
       .option("log-level", {
         type: "string",
@@ -29,26 +36,55 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option("select", {
         type: "string",
-        default: "kybernate.io/checkpoint=true",
-        describe: "containers to adjust: KEY=VALUE[,…] over container/pod annotations and labels",
+        describe: "also treat as GPU containers those matching KEY=VALUE[,…] (container/pod annotations, labels)",
+      })
+      .option("socket", { type: "string", default: DEFAULT_DAEMON_SOCKET, describe: "the daemon's root-only socket" })
+      .option("state-dir", { type: "string", default: "/var/lib/kybernate", describe: "journal and per-container CRIU configs" })
+      .option("gpu-backend", { type: "string", default: "auto", choices: ["auto", "driver", "binary"] })
+      .option("libcuda", { type: "string", describe: "path of libcuda.so.1 for the driver backend" })
+      .option("cuda-checkpoint", { type: "string", describe: "path of NVIDIA's cuda-checkpoint for the binary backend" })
+      .option("gpu-budget", {
+        type: "number",
+        default: 90,
+        describe: "seconds the GPU stage of a checkpoint may take; keep it below the caller's timeout (kubelet: 120 s)",
+      })
+      .option("lock-timeout", { type: "number", default: 10_000, describe: "the driver's lock timeout, ms" })
+      .option("frozen-grace", {
+        type: "number",
+        default: 30,
+        describe: "seconds a container may stay frozen after CRIU finished before kybernate thaws it",
+      })
+      .option("criu-network-lock", { type: "string", default: "nftables", choices: ["", "iptables", "nftables", "skip"] })
+      .check((args) => {
+        if (!(Number(args.gpuBudget) > 0)) throw new Error("--gpu-budget must be a positive number of seconds");
+        if (!(Number(args.frozenGrace) > 0)) throw new Error("--frozen-grace must be a positive number of seconds");
+        if (!/^\d{1,2}$/.test(args.index)) throw new Error(`--index must be "00"–"99", got "${args.index}"`);
+        return true;
       }) as unknown as Argv<RunArgs>,
   handler: async (args: ArgumentsCamelCase<RunArgs>) => {
     const log = createLogger(args.logLevel as "info");
-    const stub = new NriStub(kybernateHandlers(parseSelector(args.select), log), {
-      socketPath: args.nriSocket,
-      pluginName: "kybernate",
+    const daemon = await startDaemon({
+      nriSocket: args.nriSocket,
       pluginIndex: args.index.padStart(2, "0"),
+      daemonSocket: args.socket,
+      stateDir: args.stateDir,
+      ...(args.select ? { selector: parseSelector(args.select) } : {}),
+      gpuBackend: args.gpuBackend,
+      ...(args.libcuda ? { libcuda: args.libcuda } : {}),
+      ...(args.cudaCheckpoint ? { cudaCheckpoint: args.cudaCheckpoint } : {}),
+      gpuBudgetMs: args.gpuBudget * 1000,
+      lockTimeoutMs: args.lockTimeout,
+      frozenGraceMs: args.frozenGrace * 1000,
+      criuNetworkLock: args.criuNetworkLock as CriuConfigOptions["networkLock"],
       log,
     });
     const shutdown = async (signal: string) => {
       log.info({ signal }, "shutting down");
-      await stub.stop();
+      await daemon.stop();
       process.exit(0);
     };
     process.once("SIGTERM", () => void shutdown("SIGTERM"));
     process.once("SIGINT", () => void shutdown("SIGINT"));
-    await stub.start();
-    // The loop keeps the process alive; signals end it.
     await new Promise(() => undefined);
   },
 };

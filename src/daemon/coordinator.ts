@@ -1,0 +1,332 @@
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { GpuBackend } from "../gpu/backend.js";
+import { discoverCudaProcesses } from "../gpu/discovery.js";
+import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
+import { ProcessState } from "../gpu/types.js";
+import type { Logger } from "../log.js";
+import { Freezer } from "./freezer.js";
+import type { Journal, JournalEntry } from "./journal.js";
+import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
+import type { DaemonReply, HookRequest } from "./protocol.js";
+
+export interface CoordinatorOptions {
+  backend: GpuBackend;
+  journal: Journal;
+  log: Logger;
+  /** Longest the GPU stage of one checkpoint may take; must stay well inside the caller's CRI deadline. */
+  gpuBudgetMs: number;
+  /** After CRIU is done, how long a container may stay frozen before kybernate thaws it itself. */
+  frozenGraceMs: number;
+  /** The driver's lock timeout. */
+  lockTimeoutMs: number;
+  pollMs?: number;
+}
+
+export interface ContainerActivity {
+  containerId: string;
+  action: string;
+  since: string;
+}
+
+export interface LastOperation {
+  containerId: string;
+  action: string;
+  ok: boolean;
+  at: string;
+  error?: string;
+  record?: OperationRecord;
+}
+
+/**
+ * Owns every GPU state change of a container around CRIU: the freeze at pre-dump, the thaw when containerd
+ * resumes the container, the thaw at post-resume after a restore, and the repair of whatever a crash left.
+ * One operation per container at a time; each is journalled before the driver is touched.
+ */
+export class Coordinator {
+  private readonly busy = new Map<string, ContainerActivity>();
+  private readonly last = new Map<string, LastOperation>();
+  private readonly watchers = new Set<Promise<void>>();
+  private closing = false;
+
+  constructor(private readonly options: CoordinatorOptions) {}
+
+  activity(): ContainerActivity[] {
+    return [...this.busy.values()];
+  }
+
+  lastOperations(): LastOperation[] {
+    return [...this.last.values()];
+  }
+
+  async handle(request: HookRequest): Promise<DaemonReply> {
+    const current = this.busy.get(request.containerId);
+    if (current) {
+      return {
+        ok: false,
+        error: `container ${request.containerId} is busy: a ${current.action} started at ${current.since} is still in progress; retry when it has finished`,
+      };
+    }
+    const activity = { containerId: request.containerId, action: request.action, since: new Date().toISOString() };
+    this.busy.set(request.containerId, activity);
+    let keepBusy = false;
+    try {
+      if (request.action === "pre-dump") {
+        const result = await this.preDump(request);
+        keepBusy = result.watching;
+        return result.reply;
+      }
+      return await this.postResume(request);
+    } finally {
+      if (!keepBusy) this.busy.delete(request.containerId);
+    }
+  }
+
+  /**
+   * containerd has frozen the container. The driver cannot lock frozen threads, so: thaw, move VRAM to host
+   * memory, freeze again (containerd's `runc resume` fails on a container that is not paused), and start
+   * watching for the resume that no CRIU action reports.
+   */
+  private async preDump(request: HookRequest): Promise<{ reply: DaemonReply; watching: boolean }> {
+    const { log } = this.options;
+    const started = performance.now();
+    const budgetMs = Math.min(this.options.gpuBudgetMs, request.deadlineMs - 2000);
+    const clog = log.child({ containerId: request.containerId, action: "pre-dump" });
+    let freezer: Freezer;
+    let criu: ProcessIdentity | undefined;
+    try {
+      freezer = await Freezer.ofPid(request.initPid);
+      criu = await identify(request.criuPid);
+    } catch (error) {
+      return { reply: this.fail(request, `cannot find the container's cgroup: ${(error as Error).message}`), watching: false };
+    }
+    const wasFrozen = await freezer.isFrozen();
+    if (wasFrozen) await freezer.thaw();
+    const engine = this.engine(budgetMs);
+    let record: OperationRecord | undefined;
+    let entry: JournalEntry | undefined;
+    try {
+      const found = await discoverCudaProcesses({ initPid: request.initPid, backend: this.options.backend, mode: "held" });
+      const pids = found.cuda.filter((p) => p.state === ProcessState.RUNNING).map((p) => p.pid);
+      if (pids.length === 0) {
+        clog.info({ skipped: found.skipped }, "no running CUDA process in the container; nothing to move");
+        return { reply: { ok: true, data: { pids: [] } }, watching: false };
+      }
+      entry = {
+        id: randomUUID(),
+        containerId: request.containerId,
+        action: "pre-dump",
+        pids,
+        initPid: request.initPid,
+        startedAt: new Date().toISOString(),
+      };
+      await this.options.journal.record(entry);
+      const elapsed = performance.now() - started;
+      record = await engine.freeze(pids);
+      if (!record.ok) {
+        await this.options.journal.complete(entry.id);
+        return { reply: this.fail(request, describeFailure(record), record), watching: false };
+      }
+      if (performance.now() - started > budgetMs) {
+        await engine.ensureRunning(pids);
+        await this.options.journal.complete(entry.id);
+        return {
+          reply: this.fail(
+            request,
+            `the GPU stage took ${Math.round(performance.now() - started)} ms, over its budget of ${budgetMs} ms (discovery ${Math.round(elapsed)} ms): raise kybernate's --gpu-budget and the caller's checkpoint timeout (kubelet ?timeout=, crictl checkpoint --timeout)`,
+            record,
+          ),
+          watching: false,
+        };
+      }
+    } finally {
+      if (wasFrozen) {
+        try {
+          await freezer.freeze();
+        } catch (error) {
+          // Without the freeze, containerd's resume fails and CRIU would dump a running container: undo.
+          clog.error({ err: error }, "could not freeze the container again; bringing the GPU back");
+          if (entry) {
+            await engine.ensureRunning(entry.pids);
+            await this.options.journal.complete(entry.id);
+          }
+          // biome-ignore lint/correctness/noUnsafeFinally: the freeze failure overrides any result.
+          return { reply: this.fail(request, `could not freeze the container again: ${(error as Error).message}`), watching: false };
+        }
+      }
+    }
+    if (!entry || !record) return { reply: { ok: true }, watching: false };
+    const watching: JournalEntry = { ...entry, action: "thaw-after-resume" };
+    await this.options.journal.update(watching);
+    clog.info({ pids: entry.pids, ms: Math.round(performance.now() - started), phasesMs: record.phasesMs }, "GPU state moved to host memory");
+    this.watch(watching, freezer, criu);
+    return { reply: { ok: true, data: { pids: entry.pids, record } }, watching: true };
+  }
+
+  /** After `runc restore`: the processes run again but their GPU state is still in host memory. */
+  private async postResume(request: HookRequest): Promise<DaemonReply> {
+    const clog = this.options.log.child({ containerId: request.containerId, action: "post-resume" });
+    const engine = this.engine(this.options.gpuBudgetMs);
+    let pids: number[];
+    try {
+      const found = await discoverCudaProcesses({ initPid: request.initPid, backend: this.options.backend, mode: "any" });
+      pids = found.cuda.filter((p) => p.state !== ProcessState.RUNNING).map((p) => p.pid);
+    } catch (error) {
+      return this.fail(request, `cannot list the restored container's processes: ${(error as Error).message}`);
+    }
+    if (pids.length === 0) {
+      clog.info("no checkpointed CUDA process in the restored container");
+      return { ok: true, data: { pids: [] } };
+    }
+    const entry: JournalEntry = {
+      id: randomUUID(),
+      containerId: request.containerId,
+      action: "post-resume",
+      pids,
+      initPid: request.initPid,
+      startedAt: new Date().toISOString(),
+    };
+    await this.options.journal.record(entry);
+    const record = await this.bringBack(engine, pids, clog);
+    await this.options.journal.complete(entry.id);
+    if (!record.ok) return this.fail(request, describeFailure(record), record);
+    this.succeed(request, record);
+    clog.info({ pids, ms: record.totalMs, phasesMs: record.phasesMs }, "GPU state restored");
+    return { ok: true, data: { pids, record } };
+  }
+
+  /** Restore + unlock, retried: runc ignores a post-resume failure, so nobody else will try again. */
+  private async bringBack(engine: GpuEngine, pids: number[], clog: Logger): Promise<OperationRecord> {
+    let record = await engine.thaw(pids);
+    for (let attempt = 1; !record.ok && attempt <= 3; attempt++) {
+      clog.warn({ attempt, failure: record.failure }, "GPU thaw failed; retrying");
+      await sleep(250 * attempt);
+      const alive = (await Promise.all(pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))).filter(Boolean);
+      if (alive.length === 0) return record;
+      record = await engine.ensureRunning(alive);
+    }
+    return record;
+  }
+
+  /**
+   * Waits for CRIU to finish and containerd to resume the container, then brings the GPU back. Covers
+   * leave-running checkpoints and failed dumps alike; a container that exited (checkpoint without
+   * leave-running) needs nothing.
+   */
+  private watch(entry: JournalEntry, freezer: Freezer | undefined, criu: ProcessIdentity | undefined): void {
+    const watcher = this.awaitResumeAndThaw(entry, freezer, criu)
+      .catch((error) => this.options.log.error({ err: error, containerId: entry.containerId }, "resume watcher failed"))
+      .finally(() => {
+        this.busy.delete(entry.containerId);
+        this.watchers.delete(watcher);
+      });
+    this.watchers.add(watcher);
+  }
+
+  private async awaitResumeAndThaw(
+    entry: JournalEntry,
+    freezer: Freezer | undefined,
+    criu: ProcessIdentity | undefined,
+  ): Promise<void> {
+    const { log, pollMs = 10 } = this.options;
+    const clog = log.child({ containerId: entry.containerId, action: "resume" });
+    const t0 = performance.now();
+    while (criu && (await isSameProcess(criu)) && !this.closing) await sleep(pollMs);
+    const criuDone = performance.now();
+    let frozenSince: number | undefined;
+    for (;;) {
+      if (this.closing) return;
+      const alive = (await Promise.all(entry.pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))).filter(Boolean);
+      if (alive.length === 0) {
+        clog.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
+        await this.options.journal.complete(entry.id);
+        this.last.set(entry.containerId, { containerId: entry.containerId, action: "checkpoint", ok: true, at: new Date().toISOString() });
+        return;
+      }
+      const frozen = freezer ? await freezer.isFrozen().catch(() => false) : false;
+      const traced = (await Promise.all(alive.map((pid) => tracerOf(pid)))).some((tracer) => (tracer ?? 0) !== 0);
+      if (!frozen && !traced) {
+        const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), alive, clog);
+        await this.options.journal.complete(entry.id);
+        this.last.set(entry.containerId, {
+          containerId: entry.containerId,
+          action: "checkpoint",
+          ok: record.ok,
+          at: new Date().toISOString(),
+          record,
+          ...(record.ok ? {} : { error: describeFailure(record) }),
+        });
+        clog.info(
+          { pids: alive, ok: record.ok, afterCriuMs: Math.round(performance.now() - criuDone), totalMs: Math.round(performance.now() - t0) },
+          record.ok ? "container resumed; GPU state restored" : "container resumed; GPU state NOT restored",
+        );
+        return;
+      }
+      if (frozen && !traced) {
+        frozenSince ??= performance.now();
+        if (performance.now() - frozenSince > this.options.frozenGraceMs && freezer) {
+          // containerd's deferred resume can be lost (FACTS §1: a cancelled CRI context); a frozen workload
+          // with its GPU state in host memory helps nobody.
+          clog.warn({ graceMs: this.options.frozenGraceMs }, "container still frozen after CRIU finished; thawing it");
+          await freezer.thaw();
+        }
+      } else frozenSince = undefined;
+      await sleep(pollMs);
+    }
+  }
+
+  /** At start: bring back every process an interrupted operation left locked or checkpointed. */
+  async recover(): Promise<void> {
+    const entries = await this.options.journal.pending();
+    for (const entry of entries) {
+      this.options.log.warn({ entry }, "unfinished GPU operation found in the journal; repairing");
+      this.busy.set(entry.containerId, { containerId: entry.containerId, action: "repair", since: new Date().toISOString() });
+      const freezer = await Freezer.ofPid(entry.initPid).catch(() => undefined);
+      this.watch(entry, freezer, undefined);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.watchers);
+  }
+
+  private engine(budgetMs: number): GpuEngine {
+    return new GpuEngine({
+      backend: this.options.backend,
+      logger: this.options.log,
+      lockTimeoutMs: this.options.lockTimeoutMs,
+      deadlines: { checkpoint: budgetMs, restore: budgetMs },
+    });
+  }
+
+  private succeed(request: HookRequest, record: OperationRecord): void {
+    this.last.set(request.containerId, {
+      containerId: request.containerId,
+      action: request.action === "pre-dump" ? "checkpoint" : "restore",
+      ok: true,
+      at: new Date().toISOString(),
+      record,
+    });
+  }
+
+  private fail(request: HookRequest, error: string, record?: OperationRecord): DaemonReply {
+    this.options.log.error({ containerId: request.containerId, action: request.action, error }, "GPU stage failed");
+    this.last.set(request.containerId, {
+      containerId: request.containerId,
+      action: request.action === "pre-dump" ? "checkpoint" : "restore",
+      ok: false,
+      at: new Date().toISOString(),
+      error,
+      ...(record ? { record } : {}),
+    });
+    return { ok: false, error };
+  }
+}
+
+function describeFailure(record: OperationRecord): string {
+  const failure = record.failure;
+  const what = failure ? `process ${failure.pid}: ${failure.message}` : "unknown failure";
+  const rollback = record.rollback ? (record.rollback.ok ? "; every process is back on the GPU" : "; ROLLBACK INCOMPLETE") : "";
+  return `GPU ${record.op} failed at ${what}${rollback}`;
+}

@@ -1,0 +1,112 @@
+import { join } from "node:path";
+import { openBackend, type BackendKind } from "../gpu/select-backend.js";
+import type { Logger } from "../log.js";
+import { NriStub } from "../nri/stub.js";
+import type { CriuConfigOptions } from "../plugin/criu-config.js";
+import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
+import type { Selector } from "../plugin/selector.js";
+import { hooksDir } from "../paths.js";
+import { Coordinator } from "./coordinator.js";
+import { Journal } from "./journal.js";
+import { startDaemonServer } from "./server.js";
+
+export interface DaemonOptions {
+  nriSocket: string;
+  pluginIndex: string;
+  daemonSocket: string;
+  stateDir: string;
+  selector?: Selector;
+  gpuBackend: BackendKind;
+  libcuda?: string;
+  cudaCheckpoint?: string;
+  gpuBudgetMs: number;
+  lockTimeoutMs: number;
+  frozenGraceMs: number;
+  criuNetworkLock: CriuConfigOptions["networkLock"];
+  log: Logger;
+}
+
+export interface ManagedContainer {
+  id: string;
+  name: string;
+  pod: string;
+  reason: string;
+  restored: boolean;
+  since: string;
+}
+
+export interface Daemon {
+  stub: NriStub;
+  stop(): Promise<void>;
+}
+
+/**
+ * kybernate on a node: the NRI plugin that marks GPU containers for the hook, and the daemon the hook asks
+ * for every GPU state change. One process, so the plugin's knowledge and the GPU operations share state.
+ */
+export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
+  const { log } = options;
+  const journal = new Journal(join(options.stateDir, "journal"));
+  await journal.open();
+  const backend = openBackend({
+    kind: options.gpuBackend,
+    ...(options.libcuda ? { libcuda: options.libcuda } : {}),
+    ...(options.cudaCheckpoint ? { cudaCheckpoint: options.cudaCheckpoint } : {}),
+    logger: log,
+  });
+  log.info({ backend: backend.description }, "GPU backend");
+  const coordinator = new Coordinator({
+    backend,
+    journal,
+    log,
+    gpuBudgetMs: options.gpuBudgetMs,
+    lockTimeoutMs: options.lockTimeoutMs,
+    frozenGraceMs: options.frozenGraceMs,
+  });
+  await coordinator.recover();
+  const managed = new Map<string, ManagedContainer>();
+  const server = await startDaemonServer(
+    options.daemonSocket,
+    coordinator,
+    () => ({ managed: [...managed.values()], busy: coordinator.activity(), last: coordinator.lastOperations() }),
+    log,
+  );
+  const handlers = kybernateHandlers({
+    criu: {
+      stateDir: join(options.stateDir, "containers"),
+      hookPath: join(hooksDir, "kybernate-criu-hook"),
+      node: process.execPath,
+      daemonSocket: options.daemonSocket,
+      networkLock: options.criuNetworkLock,
+      timeoutS: Math.ceil(options.gpuBudgetMs / 1000),
+    },
+    ...(options.selector ? { selector: options.selector } : {}),
+    log,
+    onManaged: (pod, container, reason) =>
+      managed.set(container.id, {
+        id: container.id,
+        name: container.name,
+        pod: `${pod.namespace}/${pod.name}`,
+        reason,
+        restored: container.annotations.restored === "true",
+        since: new Date().toISOString(),
+      }),
+    onRemoved: (id) => managed.delete(id),
+  });
+  const stub = new NriStub(handlers, {
+    socketPath: options.nriSocket,
+    pluginName: "kybernate",
+    pluginIndex: options.pluginIndex,
+    log,
+  });
+  void stub.start();
+  return {
+    stub,
+    async stop() {
+      await stub.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await coordinator.close();
+      backend.close();
+    },
+  };
+}

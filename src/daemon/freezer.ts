@@ -1,0 +1,78 @@
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+const CGROUP_ROOT = "/sys/fs/cgroup";
+
+/**
+ * A container's cgroup freezer, as runc uses it: v1's freezer hierarchy when the host has one (hybrid hosts
+ * keep containers there), else v2's cgroup.freeze. containerd pauses a container this way before CRIU runs.
+ */
+export class Freezer {
+  private constructor(
+    readonly dir: string,
+    private readonly version: 1 | 2,
+  ) {}
+
+  static async ofPid(pid: number): Promise<Freezer> {
+    let text: string;
+    try {
+      text = await readFile(`/proc/${pid}/cgroup`, "utf8");
+    } catch {
+      throw new Error(`process ${pid} is gone (no /proc/${pid}/cgroup)`);
+    }
+    const lines = text.trim().split("\n");
+    const parsed = lines.map((line) => {
+      const a = line.indexOf(":");
+      const b = line.indexOf(":", a + 1);
+      return { controllers: line.slice(a + 1, b).split(","), path: line.slice(b + 1) };
+    });
+    const v1 = parsed.find((entry) => entry.controllers.includes("freezer"));
+    if (v1 && existsSync(join(CGROUP_ROOT, "freezer", v1.path, "freezer.state"))) {
+      return new Freezer(join(CGROUP_ROOT, "freezer", v1.path), 1);
+    }
+    const v2 = parsed.find((entry) => entry.controllers.length === 1 && entry.controllers[0] === "");
+    if (v2 && v2.path !== "/" && existsSync(join(CGROUP_ROOT, v2.path, "cgroup.freeze"))) {
+      return new Freezer(join(CGROUP_ROOT, v2.path), 2);
+    }
+    throw new Error(`no cgroup freezer found for process ${pid} (neither v1 freezer.state nor v2 cgroup.freeze)`);
+  }
+
+  async isFrozen(): Promise<boolean> {
+    if (this.version === 1) {
+      const state = (await readFile(join(this.dir, "freezer.state"), "utf8")).trim();
+      return state !== "THAWED";
+    }
+    const events = await readFile(join(this.dir, "cgroup.events"), "utf8");
+    const frozenLine = events.split("\n").find((line) => line.startsWith("frozen "));
+    const wanted = (await readFile(join(this.dir, "cgroup.freeze"), "utf8")).trim() === "1";
+    return wanted || frozenLine === "frozen 1";
+  }
+
+  async thaw(): Promise<void> {
+    await this.set(false);
+  }
+
+  /** Freezes and waits until every task is frozen, as `runc pause` does. */
+  async freeze(timeoutMs = 5000): Promise<void> {
+    await this.set(true);
+    const until = Date.now() + timeoutMs;
+    while (!(await this.fullyFrozen())) {
+      if (Date.now() > until) throw new Error(`cgroup ${this.dir} did not freeze within ${timeoutMs} ms`);
+      await sleep(2);
+      // v1 can get stuck in FREEZING when a task races a fork; asking again moves it on.
+      if (this.version === 1) await this.set(true);
+    }
+  }
+
+  private async fullyFrozen(): Promise<boolean> {
+    if (this.version === 1) return (await readFile(join(this.dir, "freezer.state"), "utf8")).trim() === "FROZEN";
+    return (await readFile(join(this.dir, "cgroup.events"), "utf8")).includes("frozen 1");
+  }
+
+  private async set(frozen: boolean): Promise<void> {
+    if (this.version === 1) await writeFile(join(this.dir, "freezer.state"), frozen ? "FROZEN" : "THAWED");
+    else await writeFile(join(this.dir, "cgroup.freeze"), frozen ? "1" : "0");
+  }
+}

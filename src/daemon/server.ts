@@ -1,0 +1,87 @@
+import { chmod, mkdir, rm } from "node:fs/promises";
+import { createServer, type Server, type Socket } from "node:net";
+import { dirname } from "node:path";
+import type { Logger } from "../log.js";
+import type { Coordinator } from "./coordinator.js";
+import type { DaemonReply, DaemonRequest } from "./protocol.js";
+
+/** Status the CLI (`kybernate ps`) shows: what is in flight and how each container's last operation went. */
+export type StatusProvider = () => unknown;
+
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+/**
+ * The root-only socket through which CRIU's action hook asks the daemon for GPU state changes. Only root
+ * may connect: the directory is 0700 and the socket 0600.
+ */
+export async function startDaemonServer(
+  socketPath: string,
+  coordinator: Coordinator,
+  status: StatusProvider,
+  log: Logger,
+): Promise<Server> {
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
+  await chmod(dirname(socketPath), 0o700);
+  await rm(socketPath, { force: true });
+  const server = createServer((socket) => serve(socket, coordinator, status, log));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socketPath, () => resolve());
+  });
+  await chmod(socketPath, 0o600);
+  return server;
+}
+
+function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider, log: Logger): void {
+  let buffered = "";
+  let answered = false;
+  socket.setEncoding("utf8");
+  const reply = (message: DaemonReply) => {
+    if (answered) return;
+    answered = true;
+    socket.end(`${JSON.stringify(message)}\n`);
+  };
+  socket.on("error", (error) => log.debug({ err: error }, "hook connection error"));
+  socket.on("data", (chunk: string) => {
+    if (answered) return;
+    buffered += chunk;
+    if (buffered.length > MAX_REQUEST_BYTES) return reply({ ok: false, error: "request too large" });
+    const newline = buffered.indexOf("\n");
+    if (newline < 0) return;
+    let request: DaemonRequest;
+    try {
+      request = parseRequest(buffered.slice(0, newline));
+    } catch (error) {
+      return reply({ ok: false, error: (error as Error).message });
+    }
+    if (request.kind === "status") return reply({ ok: true, data: status() });
+    coordinator.handle(request).then(reply, (error: Error) => {
+      log.error({ err: error }, "hook request failed");
+      reply({ ok: false, error: error.message });
+    });
+  });
+}
+
+function parseRequest(line: string): DaemonRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new Error("request is not JSON");
+  }
+  const request = value as Partial<DaemonRequest> & Record<string, unknown>;
+  if (request.kind === "status") return { kind: "status" };
+  if (request.kind !== "hook") throw new Error(`unknown request kind "${String(request.kind)}"`);
+  if (request.action !== "pre-dump" && request.action !== "post-resume") {
+    throw new Error(`unknown hook action "${String(request.action)}"`);
+  }
+  for (const field of ["initPid", "criuPid", "deadlineMs"] as const) {
+    if (!Number.isInteger(request[field]) || (request[field] as number) <= 0) {
+      throw new Error(`hook request field ${field} must be a positive integer`);
+    }
+  }
+  if (typeof request.containerId !== "string" || !/^[A-Za-z0-9_.-]{1,128}$/.test(request.containerId)) {
+    throw new Error("hook request field containerId must be a container id");
+  }
+  return request as DaemonRequest;
+}
