@@ -1,0 +1,83 @@
+import { askDaemon } from "../daemon/client.js";
+
+export interface ManagedEntry {
+  id: string;
+  name: string;
+  pod: string;
+  reason: string;
+  restored: boolean;
+  since: string;
+}
+
+export interface LastEntry {
+  containerId: string;
+  action: string;
+  ok: boolean;
+  at: string;
+  error?: string;
+}
+
+export interface BusyEntry {
+  containerId: string;
+  action: string;
+  since: string;
+}
+
+export type DaemonStatus =
+  | { reachable: true; managed: ManagedEntry[]; busy: BusyEntry[]; last: LastEntry[] }
+  | { reachable: false; error: string };
+
+/**
+ * The daemon's view (which containers it manages, what it is doing, how each container's last GPU stage
+ * ended), or why it could not be had: `ps` still lists what CRI shows without it.
+ */
+export async function fetchDaemonStatus(socket: string, timeoutMs = 2000): Promise<DaemonStatus> {
+  try {
+    const reply = await askDaemon(socket, { kind: "status" }, timeoutMs);
+    if (!reply.ok)
+      return { reachable: false, error: `the daemon on ${socket} refused: ${reply.error ?? "no reason"}` };
+    const data = isObject(reply.data) ? reply.data : {};
+    return {
+      reachable: true,
+      managed: list(data.managed).flatMap((m) =>
+        typeof m.id === "string"
+          ? [
+              {
+                id: m.id,
+                name: text(m.name),
+                pod: text(m.pod),
+                reason: text(m.reason),
+                restored: m.restored === true,
+                since: text(m.since),
+              },
+            ]
+          : [],
+      ),
+      busy: list(data.busy).flatMap((b) =>
+        typeof b.containerId === "string"
+          ? [{ containerId: b.containerId, action: text(b.action), since: text(b.since) }]
+          : [],
+      ),
+      last: list(data.last).flatMap((l) =>
+        typeof l.containerId === "string"
+          ? [
+              {
+                containerId: l.containerId,
+                action: text(l.action),
+                ok: l.ok === true,
+                at: text(l.at),
+                ...(typeof l.error === "string" ? { error: l.error } : {}),
+              },
+            ]
+          : [],
+      ),
+    };
+  } catch (err) {
+    return { reachable: false, error: (err as Error).message };
+  }
+}
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+const list = (v: unknown): Json[] => (Array.isArray(v) ? v.filter(isObject) : []);
+const text = (v: unknown): string => (typeof v === "string" ? v : "");
