@@ -62,12 +62,18 @@ export class Coordinator {
   async handle(request: HookRequest): Promise<DaemonReply> {
     const current = this.busy.get(request.containerId);
     if (current) {
-      return {
-        ok: false,
-        error: `container ${request.containerId} is busy: a ${current.action} started at ${current.since} is still in progress; retry when it has finished`,
-      };
+      const error = `container ${request.containerId} is busy: a ${current.action} started at ${current.since} is still in progress; retry when it has finished`;
+      this.options.log.warn(
+        { containerId: request.containerId, action: request.action, error },
+        "GPU stage refused",
+      );
+      return { ok: false, error };
     }
-    const activity = { containerId: request.containerId, action: request.action, since: new Date().toISOString() };
+    const activity = {
+      containerId: request.containerId,
+      action: request.action,
+      since: new Date().toISOString(),
+    };
     this.busy.set(request.containerId, activity);
     let keepBusy = false;
     try {
@@ -98,7 +104,10 @@ export class Coordinator {
       freezer = await Freezer.ofPid(request.initPid);
       criu = await identify(request.criuPid);
     } catch (error) {
-      return { reply: this.fail(request, `cannot find the container's cgroup: ${(error as Error).message}`), watching: false };
+      return {
+        reply: this.fail(request, `cannot find the container's cgroup: ${(error as Error).message}`),
+        watching: false,
+      };
     }
     const wasFrozen = await freezer.isFrozen();
     if (wasFrozen) await freezer.thaw();
@@ -106,7 +115,11 @@ export class Coordinator {
     let record: OperationRecord | undefined;
     let entry: JournalEntry | undefined;
     try {
-      const found = await discoverCudaProcesses({ initPid: request.initPid, backend: this.options.backend, mode: "held" });
+      const found = await discoverCudaProcesses({
+        initPid: request.initPid,
+        backend: this.options.backend,
+        mode: "held",
+      });
       const pids = found.cuda.filter((p) => p.state === ProcessState.RUNNING).map((p) => p.pid);
       if (pids.length === 0) {
         clog.info({ skipped: found.skipped }, "no running CUDA process in the container; nothing to move");
@@ -151,14 +164,20 @@ export class Coordinator {
             await this.options.journal.complete(entry.id);
           }
           // biome-ignore lint/correctness/noUnsafeFinally: the freeze failure overrides any result.
-          return { reply: this.fail(request, `could not freeze the container again: ${(error as Error).message}`), watching: false };
+          return {
+            reply: this.fail(request, `could not freeze the container again: ${(error as Error).message}`),
+            watching: false,
+          };
         }
       }
     }
     if (!entry || !record) return { reply: { ok: true }, watching: false };
     const watching: JournalEntry = { ...entry, action: "thaw-after-resume" };
     await this.options.journal.update(watching);
-    clog.info({ pids: entry.pids, ms: Math.round(performance.now() - started), phasesMs: record.phasesMs }, "GPU state moved to host memory");
+    clog.info(
+      { pids: entry.pids, ms: Math.round(performance.now() - started), phasesMs: record.phasesMs },
+      "GPU state moved to host memory",
+    );
     this.watch(watching, freezer, criu);
     return { reply: { ok: true, data: { pids: entry.pids, record } }, watching: true };
   }
@@ -169,10 +188,17 @@ export class Coordinator {
     const engine = this.engine(this.options.gpuBudgetMs);
     let pids: number[];
     try {
-      const found = await discoverCudaProcesses({ initPid: request.initPid, backend: this.options.backend, mode: "any" });
+      const found = await discoverCudaProcesses({
+        initPid: request.initPid,
+        backend: this.options.backend,
+        mode: "any",
+      });
       pids = found.cuda.filter((p) => p.state !== ProcessState.RUNNING).map((p) => p.pid);
     } catch (error) {
-      return this.fail(request, `cannot list the restored container's processes: ${(error as Error).message}`);
+      return this.fail(
+        request,
+        `cannot list the restored container's processes: ${(error as Error).message}`,
+      );
     }
     if (pids.length === 0) {
       clog.info("no checkpointed CUDA process in the restored container");
@@ -201,7 +227,9 @@ export class Coordinator {
     for (let attempt = 1; !record.ok && attempt <= 3; attempt++) {
       clog.warn({ attempt, failure: record.failure }, "GPU thaw failed; retrying");
       await sleep(250 * attempt);
-      const alive = (await Promise.all(pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))).filter(Boolean);
+      const alive = (await Promise.all(pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))).filter(
+        Boolean,
+      );
       if (alive.length === 0) return record;
       record = await engine.ensureRunning(alive);
     }
@@ -215,7 +243,9 @@ export class Coordinator {
    */
   private watch(entry: JournalEntry, freezer: Freezer | undefined, criu: ProcessIdentity | undefined): void {
     const watcher = this.awaitResumeAndThaw(entry, freezer, criu)
-      .catch((error) => this.options.log.error({ err: error, containerId: entry.containerId }, "resume watcher failed"))
+      .catch((error) =>
+        this.options.log.error({ err: error, containerId: entry.containerId }, "resume watcher failed"),
+      )
       .finally(() => {
         this.busy.delete(entry.containerId);
         this.watchers.delete(watcher);
@@ -236,15 +266,24 @@ export class Coordinator {
     let frozenSince: number | undefined;
     for (;;) {
       if (this.closing) return;
-      const alive = (await Promise.all(entry.pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))).filter(Boolean);
+      const alive = (
+        await Promise.all(entry.pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))
+      ).filter(Boolean);
       if (alive.length === 0) {
         clog.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
         await this.options.journal.complete(entry.id);
-        this.last.set(entry.containerId, { containerId: entry.containerId, action: "checkpoint", ok: true, at: new Date().toISOString() });
+        this.last.set(entry.containerId, {
+          containerId: entry.containerId,
+          action: "checkpoint",
+          ok: true,
+          at: new Date().toISOString(),
+        });
         return;
       }
       const frozen = freezer ? await freezer.isFrozen().catch(() => false) : false;
-      const traced = (await Promise.all(alive.map((pid) => tracerOf(pid)))).some((tracer) => (tracer ?? 0) !== 0);
+      const traced = (await Promise.all(alive.map((pid) => tracerOf(pid)))).some(
+        (tracer) => (tracer ?? 0) !== 0,
+      );
       if (!frozen && !traced) {
         const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), alive, clog);
         await this.options.journal.complete(entry.id);
@@ -257,7 +296,12 @@ export class Coordinator {
           ...(record.ok ? {} : { error: describeFailure(record) }),
         });
         clog.info(
-          { pids: alive, ok: record.ok, afterCriuMs: Math.round(performance.now() - criuDone), totalMs: Math.round(performance.now() - t0) },
+          {
+            pids: alive,
+            ok: record.ok,
+            afterCriuMs: Math.round(performance.now() - criuDone),
+            totalMs: Math.round(performance.now() - t0),
+          },
           record.ok ? "container resumed; GPU state restored" : "container resumed; GPU state NOT restored",
         );
         return;
@@ -267,7 +311,10 @@ export class Coordinator {
         if (performance.now() - frozenSince > this.options.frozenGraceMs && freezer) {
           // containerd's deferred resume can be lost (FACTS §1: a cancelled CRI context); a frozen workload
           // with its GPU state in host memory helps nobody.
-          clog.warn({ graceMs: this.options.frozenGraceMs }, "container still frozen after CRIU finished; thawing it");
+          clog.warn(
+            { graceMs: this.options.frozenGraceMs },
+            "container still frozen after CRIU finished; thawing it",
+          );
           await freezer.thaw();
         }
       } else frozenSince = undefined;
@@ -280,7 +327,11 @@ export class Coordinator {
     const entries = await this.options.journal.pending();
     for (const entry of entries) {
       this.options.log.warn({ entry }, "unfinished GPU operation found in the journal; repairing");
-      this.busy.set(entry.containerId, { containerId: entry.containerId, action: "repair", since: new Date().toISOString() });
+      this.busy.set(entry.containerId, {
+        containerId: entry.containerId,
+        action: "repair",
+        since: new Date().toISOString(),
+      });
       const freezer = await Freezer.ofPid(entry.initPid).catch(() => undefined);
       this.watch(entry, freezer, undefined);
     }
@@ -311,7 +362,10 @@ export class Coordinator {
   }
 
   private fail(request: HookRequest, error: string, record?: OperationRecord): DaemonReply {
-    this.options.log.error({ containerId: request.containerId, action: request.action, error }, "GPU stage failed");
+    this.options.log.error(
+      { containerId: request.containerId, action: request.action, error },
+      "GPU stage failed",
+    );
     this.last.set(request.containerId, {
       containerId: request.containerId,
       action: request.action === "pre-dump" ? "checkpoint" : "restore",
@@ -327,6 +381,10 @@ export class Coordinator {
 function describeFailure(record: OperationRecord): string {
   const failure = record.failure;
   const what = failure ? `process ${failure.pid}: ${failure.message}` : "unknown failure";
-  const rollback = record.rollback ? (record.rollback.ok ? "; every process is back on the GPU" : "; ROLLBACK INCOMPLETE") : "";
+  const rollback = record.rollback
+    ? record.rollback.ok
+      ? "; every process is back on the GPU"
+      : "; ROLLBACK INCOMPLETE"
+    : "";
   return `GPU ${record.op} failed at ${what}${rollback}`;
 }

@@ -1,11 +1,11 @@
 import { join } from "node:path";
-import { openBackend, type BackendKind } from "../gpu/select-backend.js";
+import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import type { Logger } from "../log.js";
 import { NriStub } from "../nri/stub.js";
+import { hooksDir } from "../paths.js";
 import type { CriuConfigOptions } from "../plugin/criu-config.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
-import { hooksDir } from "../paths.js";
 import { Coordinator } from "./coordinator.js";
 import { Journal } from "./journal.js";
 import { startDaemonServer } from "./server.js";
@@ -68,7 +68,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const server = await startDaemonServer(
     options.daemonSocket,
     coordinator,
-    () => ({ managed: [...managed.values()], busy: coordinator.activity(), last: coordinator.lastOperations() }),
+    () => ({
+      managed: [...managed.values()],
+      busy: coordinator.activity(),
+      last: coordinator.lastOperations(),
+    }),
     log,
   );
   const handlers = kybernateHandlers({

@@ -36,7 +36,9 @@ export class Freezer {
     if (v2 && v2.path !== "/" && existsSync(join(CGROUP_ROOT, v2.path, "cgroup.freeze"))) {
       return new Freezer(join(CGROUP_ROOT, v2.path), 2);
     }
-    throw new Error(`no cgroup freezer found for process ${pid} (neither v1 freezer.state nor v2 cgroup.freeze)`);
+    throw new Error(
+      `no cgroup freezer found for process ${pid} (neither v1 freezer.state nor v2 cgroup.freeze)`,
+    );
   }
 
   async isFrozen(): Promise<boolean> {
@@ -67,7 +69,8 @@ export class Freezer {
   }
 
   private async fullyFrozen(): Promise<boolean> {
-    if (this.version === 1) return (await readFile(join(this.dir, "freezer.state"), "utf8")).trim() === "FROZEN";
+    if (this.version === 1)
+      return (await readFile(join(this.dir, "freezer.state"), "utf8")).trim() === "FROZEN";
     return (await readFile(join(this.dir, "cgroup.events"), "utf8")).includes("frozen 1");
   }
 

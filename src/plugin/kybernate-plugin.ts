@@ -1,6 +1,12 @@
 import type { Logger } from "../log.js";
 import type { NriHandlers } from "../nri/handlers.js";
-import { type Container, type ContainerAdjustment, type LifecycleEvent, NriEvent, type PodSandbox } from "../nri/types.js";
+import {
+  type Container,
+  type ContainerAdjustment,
+  type LifecycleEvent,
+  NriEvent,
+  type PodSandbox,
+} from "../nri/types.js";
 import { version } from "../version.js";
 import { type CriuConfigOptions, removeCriuFiles, writeCriuFiles } from "./criu-config.js";
 import { classifyContainer } from "./gpu-container.js";
@@ -28,7 +34,12 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
   const { log } = options;
   return {
     // Only what the plugin needs: each subscribed event is a call under containerd's global NRI lock.
-    events: [NriEvent.CreateContainer, NriEvent.RemoveContainer, NriEvent.RunPodSandbox, NriEvent.RemovePodSandbox],
+    events: [
+      NriEvent.CreateContainer,
+      NriEvent.RemoveContainer,
+      NriEvent.RunPodSandbox,
+      NriEvent.RemovePodSandbox,
+    ],
     async createContainer(pod: PodSandbox, container: Container): Promise<ContainerAdjustment | undefined> {
       const verdict = classifyContainer(pod, container);
       const selected = options.selector?.matches(pod, container) ?? false;

@@ -387,9 +387,28 @@ static int worker(void) {
   return 0;
 }
 
+/*
+ * --undumpable: not a CUDA process, but one holding what CRIU cannot dump (a mapped io_uring ring) for good.
+ * Put beside a workload in a container, it makes CRIU fail AFTER kybernate's GPU stage: the fault the
+ * resume watcher must repair.
+ */
+static int undumpable(void) {
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  int fd = (int)syscall(__NR_io_uring_setup, 4, &p);
+  if (fd < 0) return 1;
+  size_t len = p.sq_off.array + p.sq_entries * sizeof(uint32_t);
+  if (mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING) == MAP_FAILED) return 1;
+  printf("undumpable pid=%d\n", (int)getpid());
+  fflush(stdout);
+  while (!stop) pause();
+  return 0;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH]\n"
+          "       fake-cuda-workload --undumpable\n"
           "TEST ONLY: a GPU stand-in for kybernate's test double (see docs/GPU-DOUBLE.md)\n");
   exit(64);
 }
@@ -397,6 +416,11 @@ static void usage(void) {
 int main(int argc, char **argv) {
   int procs = 0;
   dir = getenv("FAKE_CUDA_DIR") && *getenv("FAKE_CUDA_DIR") ? getenv("FAKE_CUDA_DIR") : FAKE_CUDA_DEFAULT_DIR;
+  if (argc == 2 && strcmp(argv[1], "--undumpable") == 0) {
+    struct sigaction quit = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &quit, NULL);
+    return undumpable();
+  }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -420,11 +444,13 @@ int main(int argc, char **argv) {
   /* --procs N: this parent is a helper without "CUDA" (like a launcher), its children are the workloads. */
   pid_t kids[64];
   if (procs > 64) procs = 64;
+  /* Compared after PR_SET_PDEATHSIG, not with 1: in a container this parent IS pid 1. */
+  pid_t parent = getpid();
   for (int k = 0; k < procs; k++) {
     kids[k] = fork();
     if (kids[k] == 0) {
       prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() == 1) _exit(0);
+      if (getppid() != parent) _exit(0);
       return worker();
     }
   }

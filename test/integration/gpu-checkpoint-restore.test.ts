@@ -1,0 +1,375 @@
+/**
+ * The mission, on the real containerd + runc + CRIU test node with the GPU double: a GPU container is
+ * checkpointed by plain CRI CheckpointContainer (what kubelet and crictl call) and by `ctr tasks checkpoint`,
+ * and restored by CRI CreateContainer(archive) + StartContainer, with kybernate doing the GPU stages.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import { CriClient, type MountSpec } from "../../src/cri/client.js";
+import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { buildDouble } from "../gpu/double/harness.js";
+import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
+import { loadTestNode, type TestNode } from "../support/testnode.js";
+
+const run = promisify(execFile);
+
+interface WorkloadStatus {
+  pid: number;
+  state: string;
+  counter: number;
+  verified: number;
+  verifyFailures: number;
+  checkpoints: number;
+  restores: number;
+}
+
+let node: TestNode;
+let cri: CriClient;
+let scratch: string;
+let doubleDir: string;
+let kyb: KybernateProcess | undefined;
+const pods: string[] = [];
+
+function kybernateArgs(): string[] {
+  return [
+    "--gpu-backend",
+    "driver",
+    "--libcuda",
+    join(doubleDir, "libcuda.so.1"),
+    "--criu-network-lock",
+    "",
+    "--frozen-grace",
+    "5",
+  ];
+}
+
+async function ensureDaemon(): Promise<KybernateProcess> {
+  return kyb ?? startDaemon();
+}
+
+async function startDaemon(stateDir?: string): Promise<KybernateProcess> {
+  kyb = await startKybernate({
+    nriSocket: node.nriSocket,
+    args: kybernateArgs(),
+    // The double's control sockets live in the container's /tmp/fake-cuda (its default); the harness module
+    // points FAKE_CUDA_DIR elsewhere for plain-process tests.
+    env: { FAKE_CUDA_DIR: "/tmp/fake-cuda" },
+    ...(stateDir ? { stateDir } : {}),
+  });
+  return kyb;
+}
+
+async function newPod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
+  const pod = await cri.runHostNetworkPod(`${name}-${process.pid}`, "kybernate-test");
+  pods.push(pod.podId);
+  return pod;
+}
+
+function gpuMounts(faultDir?: string): MountSpec[] {
+  const mounts: MountSpec[] = [
+    { containerPath: "/kyb", hostPath: doubleDir, readonly: true },
+    // A regular file where the driver's control node would be: the container is a GPU container by the
+    // same rule as a real one, and the workload holds it open like /dev/nvidiactl.
+    { containerPath: "/dev/nvidiactl", hostPath: join(scratch, "nvidiactl") },
+  ];
+  if (faultDir) mounts.push({ containerPath: "/faults", hostPath: faultDir });
+  return mounts;
+}
+
+async function gpuContainer(
+  pod: { podId: string; config: In<PodSandboxConfig> },
+  options: { procs?: number; undumpableHelper?: boolean; faultDir?: string } = {},
+): Promise<string> {
+  const workload = ["/kyb/fake-cuda-workload", "--mib", "32"];
+  if (options.procs) workload.push("--procs", String(options.procs));
+  if (options.faultDir) workload.push("--fault-file", "/faults/%p");
+  const command = options.undumpableHelper
+    ? ["sh", "-c", `/kyb/fake-cuda-workload --undumpable & exec ${workload.join(" ")}`]
+    : workload;
+  const id = await cri.createContainer(pod.podId, pod.config, {
+    name: "cuda",
+    image: node.image,
+    command,
+    mounts: gpuMounts(options.faultDir),
+  });
+  await cri.startContainer(id);
+  await waitFor(
+    id,
+    (all) => all.length === (options.procs ?? 1) && all.every((s) => s.state === "running" && s.counter > 5),
+  );
+  return id;
+}
+
+async function statuses(containerId: string): Promise<WorkloadStatus[]> {
+  const { stdout, exitCode } = await cri.exec(
+    containerId,
+    ["sh", "-c", 'for f in /tmp/fake-cuda/*.json; do [ -f "$f" ] && cat "$f" && echo; done'],
+    10,
+  );
+  if (exitCode !== 0) return [];
+  return stdout
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as WorkloadStatus);
+}
+
+async function waitFor(
+  containerId: string,
+  ok: (all: WorkloadStatus[]) => boolean,
+  timeoutMs = 15_000,
+): Promise<WorkloadStatus[]> {
+  const until = Date.now() + timeoutMs;
+  let last: WorkloadStatus[] = [];
+  while (Date.now() < until) {
+    last = await statuses(containerId).catch(() => []);
+    if (last.length > 0 && ok(last)) return last;
+    await sleep(100);
+  }
+  const daemonTail = (kyb?.logs ?? []).slice(-12).map((l) => JSON.stringify(l).slice(0, 300));
+  throw new Error(
+    `workload in ${containerId.slice(0, 12)} never reached the expected state; last: ${JSON.stringify(last)}\nkybernate log:\n${daemonTail.join("\n")}`,
+  );
+}
+
+/** Running on the GPU and making progress: the counter only moves while the "driver" state is RUNNING. */
+async function assertRunningOnGpu(
+  containerId: string,
+  expect: Partial<WorkloadStatus> = {},
+): Promise<WorkloadStatus[]> {
+  const first = await waitFor(containerId, (all) => all.every((s) => s.state === "running"));
+  await sleep(300);
+  const later = await statuses(containerId);
+  for (const status of later) {
+    const before = first.find((s) => s.pid === status.pid);
+    assert.equal(status.state, "running");
+    assert.ok(
+      before && status.counter > before.counter,
+      `counter of pid ${status.pid} does not move: ${JSON.stringify({ before, status })}`,
+    );
+    assert.equal(status.verifyFailures, 0, "VRAM checksum failures");
+    for (const [key, value] of Object.entries(expect)) {
+      assert.equal(status[key as keyof WorkloadStatus], value, `${key} of pid ${status.pid}`);
+    }
+  }
+  const info = await cri.containerStatus(containerId);
+  assert.equal(info.status?.state, "CONTAINER_RUNNING");
+  return later;
+}
+
+/** A checkpoint that must succeed; on failure the daemon's last log lines say why. */
+async function checkpointOrShowLogs(containerId: string, name: string): Promise<void> {
+  try {
+    await cri.checkpoint(containerId, archivePath(name), 60);
+  } catch (error) {
+    const tail = (kyb?.logs ?? []).slice(-15).map((l) => JSON.stringify(l).slice(0, 400));
+    throw new Error(`${(error as Error).message}\nkybernate log:\n${tail.join("\n")}`);
+  }
+}
+
+function archivePath(name: string): string {
+  return join(scratch, `${name}.tar`);
+}
+
+function ociConfig(containerId: string): { annotations?: Record<string, string> } {
+  return JSON.parse(
+    readFileSync(
+      join(node.state, "io.containerd.runtime.v2.task", node.namespace, containerId, "config.json"),
+      "utf8",
+    ),
+  ) as { annotations?: Record<string, string> };
+}
+
+before(async () => {
+  node = loadTestNode();
+  cri = new CriClient(node.criSocket);
+  scratch = mkdtempSync("/tmp/kyb-gpu-e2e-");
+  writeFileSync(join(scratch, "nvidiactl"), "");
+  doubleDir = buildDouble();
+  await cri.pullImage(node.image);
+});
+
+after(async () => {
+  if (!process.env.KYBERNATE_TEST_KEEP)
+    for (const podId of pods) await cri.stopAndRemovePod(podId).catch(() => undefined);
+  await kyb?.stop();
+  cri.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+describe("transparent CRI checkpoint and restore of a GPU container", () => {
+  let gpuPod: { podId: string; config: In<PodSandboxConfig> };
+  let containerId: string;
+  let counterBeforeCheckpoint = 0;
+
+  test("without kybernate running the checkpoint fails cleanly; with it, it succeeds and the workload keeps running on the GPU", async () => {
+    await startDaemon();
+    gpuPod = await newPod("gpu");
+    containerId = await gpuContainer(gpuPod);
+    const annotations = ociConfig(containerId).annotations ?? {};
+    assert.match(annotations["org.criu.config"] ?? "", /criu\.conf$/, "CRIU config injected");
+
+    const stateDir = kyb?.stateDir;
+    await kyb?.stop();
+    kyb = undefined;
+    await assert.rejects(
+      cri.checkpoint(containerId, archivePath("without"), 60),
+      /criu failed|CRIU|kybernate/i,
+    );
+    await assertRunningOnGpu(containerId, { checkpoints: 0 });
+
+    await startDaemon(stateDir);
+    counterBeforeCheckpoint = (await statuses(containerId))[0]?.counter ?? 0;
+    await checkpointOrShowLogs(containerId, "gpu");
+    await assertRunningOnGpu(containerId, { checkpoints: 1, restores: 1, verified: 1 });
+  });
+
+  test("checkpointctl reads the archive", async () => {
+    const { stdout } = await run(node.bin.checkpointctl, ["show", archivePath("gpu")]);
+    assert.match(stdout, /cuda/);
+  });
+
+  test("restore in a new pod continues from the checkpointed counter with its VRAM verified", async () => {
+    const pod = await newPod("gpu-restored");
+    const restoredId = await cri.restoreFromArchive(pod.podId, pod.config, archivePath("gpu"), "cuda", {
+      mounts: gpuMounts(),
+    });
+    const t0 = Date.now();
+    await cri.startContainer(restoredId);
+    const [restored] = await assertRunningOnGpu(restoredId, { checkpoints: 1, restores: 1, verified: 1 });
+    const elapsedTicks = Math.ceil((Date.now() - t0) / 20) + 50;
+    assert.ok(restored, "restored workload status");
+    assert.ok(
+      restored.counter >= counterBeforeCheckpoint,
+      `restored counter ${restored.counter} is below the counter before the checkpoint ${counterBeforeCheckpoint}: the workload started afresh`,
+    );
+    assert.ok(
+      restored.counter <= counterBeforeCheckpoint + elapsedTicks + 200,
+      `restored counter ${restored.counter} is far beyond the checkpointed ${counterBeforeCheckpoint}`,
+    );
+    assert.ok(kyb?.logs.some((l) => l.action === "post-resume" && l.msg === "GPU state restored"));
+  });
+
+  test("ctr tasks checkpoint of the same container works too", async () => {
+    const before = await statuses(containerId);
+    await run(node.bin.ctr, [
+      "--address",
+      node.containerdSocket,
+      "-n",
+      node.namespace,
+      "tasks",
+      "checkpoint",
+      containerId,
+    ]);
+    await assertRunningOnGpu(containerId, { checkpoints: (before[0]?.checkpoints ?? 0) + 1 });
+  });
+
+  test("a container with three CUDA processes is checkpointed and restored", async () => {
+    await ensureDaemon();
+    const pod = await newPod("gpu-three");
+    const id = await gpuContainer(pod, { procs: 3 });
+    await checkpointOrShowLogs(id, "three");
+    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1 });
+    const restoredPod = await newPod("gpu-three-restored");
+    const restoredId = await cri.restoreFromArchive(
+      restoredPod.podId,
+      restoredPod.config,
+      archivePath("three"),
+      "cuda",
+      {
+        mounts: gpuMounts(),
+      },
+    );
+    await cri.startContainer(restoredId);
+    const all = await assertRunningOnGpu(restoredId, { checkpoints: 1, restores: 1, verified: 1 });
+    assert.equal(all.length, 3);
+  });
+
+  test("a non-GPU container in the same pod is never touched", async () => {
+    const id = await cri.createContainer(gpuPod.podId, gpuPod.config, {
+      name: "plain",
+      image: node.image,
+      command: ["sleep", "3600"],
+    });
+    await cri.startContainer(id);
+    const annotations = ociConfig(id).annotations ?? {};
+    assert.deepEqual(
+      Object.keys(annotations).filter((key) => key.startsWith("kybernate.io/") || key === "org.criu.config"),
+      [],
+    );
+    const hookCalls = kyb?.logs.filter((l) => l.containerId === id).length;
+    await cri.checkpoint(id, archivePath("plain"), 60);
+    assert.equal(
+      kyb?.logs.filter((l) => l.containerId === id).length,
+      hookCalls,
+      "kybernate acted on a non-GPU container",
+    );
+  });
+});
+
+describe("faults end with nothing lost", () => {
+  test("the CRIU dump fails after the GPU stage: the workload is back on the GPU and running", async () => {
+    await ensureDaemon();
+    const pod = await newPod("gpu-criu-fails");
+    const id = await gpuContainer(pod, { undumpableHelper: true });
+    await assert.rejects(cri.checkpoint(id, archivePath("criu-fails"), 60), /criu failed/i);
+    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1 });
+  });
+
+  // containerd 2.1 does not serialise checkpoints of one container (both share its ctrd-checkpoint work
+  // directory, and each resumes the container when it ends), so the first can fail through containerd too.
+  // What kybernate owns: the second GPU stage is refused with a reason, and the workload ends on its GPU.
+  test("two concurrent checkpoints of one container: the second is refused with a clear error", async () => {
+    const daemon = await ensureDaemon();
+    const faults = mkdtempSync(join(scratch, "faults-"));
+    const pod = await newPod("gpu-concurrent");
+    const id = await gpuContainer(pod, { faultDir: faults });
+    writeFileSync(join(faults, "1"), "checkpoint delay 1500\n");
+    const results = await Promise.allSettled([
+      cri.checkpoint(id, archivePath("concurrent-1"), 60),
+      sleep(200).then(() => cri.checkpoint(id, archivePath("concurrent-2"), 60)),
+    ]);
+    assert.ok(
+      results.some((r) => r.status === "rejected"),
+      "both concurrent checkpoints succeeded",
+    );
+    const refusal = daemon.logs.find(
+      (l) => l.containerId === id && /is busy: a pre-dump started at/.test(String(l.error)),
+    );
+    assert.ok(refusal, "kybernate refused the second GPU stage with a reason");
+    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verifyFailures: 0 });
+    writeFileSync(join(faults, "1"), "");
+    await checkpointOrShowLogs(id, "after-concurrent");
+    await assertRunningOnGpu(id, { checkpoints: 2, restores: 2 });
+  });
+
+  test("the daemon is killed during pre-dump and restarted: nothing is left locked or checkpointed", async () => {
+    const daemon = await ensureDaemon();
+    const faults = mkdtempSync(join(scratch, "faults-"));
+    const pod = await newPod("gpu-daemon-killed");
+    const id = await gpuContainer(pod, { faultDir: faults });
+    writeFileSync(join(faults, "1"), "checkpoint delay 2000\n");
+    const mark = daemon.logs.length;
+    const checkpoint = cri.checkpoint(id, archivePath("killed"), 60);
+    await daemon.waitForLog((l) => l.msg === "gpu freeze starting", { since: mark });
+    await daemon.stop("SIGKILL");
+    kyb = undefined;
+    await assert.rejects(checkpoint);
+    mkdirSync(join(daemon.stateDir, "journal"), { recursive: true });
+    assert.ok(
+      readdirSync(join(daemon.stateDir, "journal")).length > 0,
+      "the interrupted operation is journalled",
+    );
+    await startDaemon(daemon.stateDir);
+    // Whether the driver got to CHECKPOINTED or only LOCKED before the daemon died, the repair brings the
+    // workload back: RUNNING (the counter moves again) and containerd's view consistent (exec works).
+    await assertRunningOnGpu(id);
+    const until = Date.now() + 10_000;
+    while (readdirSync(join(daemon.stateDir, "journal")).length > 0 && Date.now() < until) await sleep(100);
+    assert.deepEqual(readdirSync(join(daemon.stateDir, "journal")), []);
+  });
+});

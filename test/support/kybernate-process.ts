@@ -1,0 +1,104 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+import { packageRoot } from "../../src/paths.js";
+
+export interface KybernateProcess {
+  child: ChildProcess;
+  socket: string;
+  stateDir: string;
+  /** Every JSON log line so far. */
+  logs: Array<Record<string, unknown>>;
+  /** The first log line (from index `since` on) that matches. */
+  waitForLog(
+    match: (line: Record<string, unknown>) => boolean,
+    options?: { timeoutMs?: number; since?: number },
+  ): Promise<Record<string, unknown>>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** `kybernate run` as a node would run it, as a child process with its own socket and state directory. */
+export async function startKybernate(options: {
+  nriSocket: string;
+  args?: string[];
+  stateDir?: string;
+  socket?: string;
+  env?: NodeJS.ProcessEnv;
+}): Promise<KybernateProcess> {
+  const stateDir = options.stateDir ?? mkdtempSync("/tmp/kyb-state-");
+  const socket = options.socket ?? join(stateDir, "run", "daemon.sock");
+  const child = spawn(
+    process.execPath,
+    [
+      join(packageRoot, "dist/src/cli/main.js"),
+      "run",
+      "--nri-socket",
+      options.nriSocket,
+      "--socket",
+      socket,
+      "--state-dir",
+      stateDir,
+      "--log-level",
+      "debug",
+      ...(options.args ?? []),
+    ],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...options.env } },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  const waiters = new Set<() => void>();
+  let buffered = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (chunk: string) => {
+    buffered += chunk;
+    let newline = buffered.indexOf("\n");
+    while (newline >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: line });
+      }
+      newline = buffered.indexOf("\n");
+    }
+    for (const wake of waiters) wake();
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const proc: KybernateProcess = {
+    child,
+    socket,
+    stateDir,
+    logs,
+    waitForLog(match, { timeoutMs = 10_000, since = 0 } = {}) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = logs.slice(since).find(match);
+          if (found) {
+            clearTimeout(timer);
+            waiters.delete(check);
+            resolve(found);
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(
+            new Error(
+              `kybernate did not log the expected line within ${timeoutMs} ms; last lines:\n${logs
+                .slice(-8)
+                .map((l) => JSON.stringify(l))
+                .join("\n")}`,
+            ),
+          );
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+  await proc.waitForLog((l) => l.msg === "registered with runtime");
+  return proc;
+}
