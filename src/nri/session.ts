@@ -17,6 +17,8 @@ export interface SessionOptions {
   /** How long registration (RegisterPlugin + Configure + Synchronize) may take; containerd allows 5 s. */
   registrationTimeoutMs: number;
   log: Logger;
+  /** Aborting closes the connection, whether registration is still under way or done. */
+  signal?: AbortSignal;
 }
 
 /** One registered connection to the runtime; `closed` settles when the runtime goes away or drops us. */
@@ -33,6 +35,11 @@ export async function openSession(
 ): Promise<Session> {
   const { socketPath, log } = options;
   const socket = await dial(socketPath);
+  // Without this, stop() during registration would wait for the session it never sees to close by itself.
+  if (options.signal?.aborted) socket.destroy();
+  const onAbort = (): void => void socket.destroy();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  socket.once("close", () => options.signal?.removeEventListener("abort", onAbort));
   const mux = new Multiplexer(socket);
   const closed = new Promise<Error | undefined>((resolve) => {
     let failure: Error | undefined;

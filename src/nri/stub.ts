@@ -75,6 +75,7 @@ export class NriStub extends EventEmitter<StubEvents> {
           pluginIndex: this.options.pluginIndex,
           registrationTimeoutMs: this.options.registrationTimeoutMs ?? 5000,
           log,
+          signal: this.abort.signal,
         });
         this.session = session;
         wait = initial;
