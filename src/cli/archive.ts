@@ -1,6 +1,7 @@
 import { access, constants, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { list, type ReadEntry } from "tar";
+import type { DeviceSpec, MountSpec } from "../cri/client.js";
 import type { StringMap } from "../cri/types.js";
 import { CliError } from "./cli-error.js";
 
@@ -21,7 +22,20 @@ export interface CheckpointInfo {
   annotations: StringMap;
   image?: string;
   checkpointedAt?: string;
+  /**
+   * What containerd takes from the restore REQUEST, not from the archive (as the kubelet takes it from the
+   * pod spec): the original bind mounts (status.dump), device nodes and environment (spec.dump). A GPU
+   * container restored without its /dev/nvidia* devices and driver mounts cannot run.
+   */
+  mounts: MountSpec[];
+  devices: DeviceSpec[];
+  env: StringMap;
 }
+
+/** Set by containerd itself for every container: replaying them would only duplicate them. */
+const RUNTIME_ENV = new Set(["HOSTNAME"]);
+/** containerd's own mounts of every container (/etc/hosts, …) are recreated, not replayed. */
+const RUNTIME_MOUNT = /^\/(etc\/(hostname|hosts|resolv\.conf)|dev\/(shm|termination-log))$/;
 
 // containerd writes these next to the CRIU images (FACTS §1); the rest of the archive is left unread.
 const METADATA = ["config.dump", "spec.dump", "status.dump"] as const;
@@ -112,6 +126,9 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
     containerName,
     labels: stringMap(status.labels),
     annotations: stringMap(status.annotations),
+    mounts: originalMounts(status.mounts),
+    devices: originalDevices(spec.linux),
+    env: originalEnv(spec.process),
   };
   const optional: Array<[keyof CheckpointInfo, string | undefined]> = [
     ["podName", specAnnotations["io.kubernetes.cri.sandbox-name"]],
@@ -125,6 +142,37 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
 }
 
 type Json = Record<string, unknown>;
+
+function originalMounts(mounts: unknown): MountSpec[] {
+  if (!Array.isArray(mounts)) return [];
+  return mounts.filter(isObject).flatMap((m) => {
+    const containerPath = str(m.container_path) ?? str(m.containerPath);
+    const hostPath = str(m.host_path) ?? str(m.hostPath);
+    if (!containerPath || !hostPath || RUNTIME_MOUNT.test(containerPath)) return [];
+    return [{ containerPath, hostPath, readonly: m.readonly === true }];
+  });
+}
+
+function originalDevices(linux: unknown): DeviceSpec[] {
+  if (!isObject(linux) || !Array.isArray(linux.devices)) return [];
+  return linux.devices.filter(isObject).flatMap((d) => {
+    const path = str(d.path);
+    // Device nodes keep their path on the host (/dev/nvidia0 is /dev/nvidia0 on every GPU node).
+    return path ? [{ containerPath: path, hostPath: path, permissions: "rwm" }] : [];
+  });
+}
+
+function originalEnv(processSpec: unknown): StringMap {
+  if (!isObject(processSpec) || !Array.isArray(processSpec.env)) return {};
+  const env: StringMap = {};
+  for (const entry of processSpec.env) {
+    if (typeof entry !== "string") continue;
+    const eq = entry.indexOf("=");
+    if (eq <= 0 || RUNTIME_ENV.has(entry.slice(0, eq))) continue;
+    env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return env;
+}
 
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 const str = (v: unknown): string | undefined => (typeof v === "string" && v !== "" ? v : undefined);

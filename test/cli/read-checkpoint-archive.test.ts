@@ -38,6 +38,40 @@ describe("reading a CRI checkpoint archive", () => {
     );
   });
 
+  test("gives the original mounts, device nodes and environment, which a restore must pass again", async () => {
+    const files = defaultArchiveFiles();
+    const spec = JSON.parse(files["spec.dump"] as string);
+    spec.process = {
+      env: ["PATH=/usr/bin:/bin", "HOSTNAME=old-node", "NVIDIA_VISIBLE_DEVICES=all", "EMPTY="],
+    };
+    spec.linux = {
+      devices: [{ path: "/dev/nvidia0", type: "c", major: 195, minor: 0 }, { path: "/dev/nvidiactl" }],
+    };
+    const status = JSON.parse(files["status.dump"] as string);
+    status.mounts = [
+      { container_path: "/usr/local/nvidia", host_path: "/usr/local/nvidia", readonly: true },
+      { container_path: "/data", host_path: "/srv/data" },
+      { container_path: "/etc/hosts", host_path: "/var/lib/containerd/x/hosts" },
+      { container_path: "/broken" },
+    ];
+    const info = await readCheckpointArchive(
+      await buildArchive({
+        ...files,
+        "spec.dump": JSON.stringify(spec),
+        "status.dump": JSON.stringify(status),
+      }),
+    );
+    assert.deepEqual(info.mounts, [
+      { containerPath: "/usr/local/nvidia", hostPath: "/usr/local/nvidia", readonly: true },
+      { containerPath: "/data", hostPath: "/srv/data", readonly: false },
+    ]);
+    assert.deepEqual(info.devices, [
+      { containerPath: "/dev/nvidia0", hostPath: "/dev/nvidia0", permissions: "rwm" },
+      { containerPath: "/dev/nvidiactl", hostPath: "/dev/nvidiactl", permissions: "rwm" },
+    ]);
+    assert.deepEqual(info.env, { PATH: "/usr/bin:/bin", NVIDIA_VISIBLE_DEVICES: "all", EMPTY: "" });
+  });
+
   test("without status.dump the name comes from spec.dump, and labels are empty", async () => {
     const { "status.dump": _, ...files } = defaultArchiveFiles();
     const info = await readCheckpointArchive(await buildArchive(files));
