@@ -1,0 +1,165 @@
+import type { OperationRecord } from "../gpu/engine.js";
+import type { Logger } from "../log.js";
+import {
+  type AdmissionVerdict,
+  cgroupRoomBytes,
+  decideAdmission,
+  memAvailableBytes,
+  probeEstimator,
+  type VramEstimator,
+} from "./admission.js";
+import { buildMetadata, planRestore, type RestorePlan, readMetadata, writeMetadata } from "./gpu-metadata.js";
+import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
+import type { ComputeApp, GpuInventory, GpuProbe } from "./nvidia-smi.js";
+
+export interface ContainerNames {
+  pod?: string;
+  container?: string;
+}
+
+export interface FreezeContext {
+  containerId: string;
+  pids: number[];
+  initPid: number;
+  imageDir?: string;
+  names?: ContainerNames;
+}
+
+/** What was known of the GPUs while the processes still ran (VRAM per process reads 0 after a checkpoint). */
+export interface GpuSnapshot {
+  inventory: GpuInventory;
+  apps: ComputeApp[];
+}
+
+/**
+ * The operations side of a checkpoint, as the daemon's coordinator sees it: admission before the freeze,
+ * metadata after it, the compatibility plan at restore, and what each stage reports to metrics.
+ */
+export interface CheckpointOps {
+  admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
+  /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
+  recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
+  planRestore(ctx: { containerId: string; imageDir?: string }): Promise<RestorePlan>;
+  phase(phase: Phase, ms: number): void;
+  result(kind: "checkpoint" | "restore", outcome: Outcome): void;
+  /** Driver phases and VRAM moved, from an engine record. */
+  record(record: OperationRecord): void;
+  repaired(reason: "resume" | "recovery" | "retry", count: number): void;
+}
+
+export interface NodeOpsOptions {
+  probe: GpuProbe;
+  version: string;
+  log: Logger;
+  metrics?: KybernateMetrics;
+  /** Replaces nvidia-smi's per-process numbers (nodes without nvidia-smi, and tests). */
+  estimator?: VramEstimator;
+  admission: { enabled: boolean; headroomBytes: number };
+  memAvailable?: () => Promise<number>;
+}
+
+export class NodeOps implements CheckpointOps {
+  private readonly estimator: VramEstimator;
+
+  constructor(private readonly options: NodeOpsOptions) {
+    this.estimator = options.estimator ?? probeEstimator(options.probe);
+  }
+
+  async admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }> {
+    const [inventory, apps] = await Promise.all([
+      this.options.probe.inventory(),
+      this.options.probe.computeApps(),
+    ]);
+    const snapshot = { inventory, apps };
+    if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, snapshot };
+    const [estimate, memAvailable, cgroup] = await Promise.all([
+      this.estimator(ctx.pids),
+      (this.options.memAvailable ?? memAvailableBytes)(),
+      cgroupRoomBytes(ctx.initPid),
+    ]);
+    const verdict = decideAdmission({
+      containerId: ctx.containerId,
+      estimate,
+      memAvailable,
+      headroom: this.options.admission.headroomBytes,
+      ...(cgroup ? { cgroup } : {}),
+    });
+    this.options.log.debug(
+      { containerId: ctx.containerId, ...ctx.names, estimate, memAvailable, cgroup, ok: verdict.ok },
+      "host-RAM admission",
+    );
+    return { verdict, snapshot };
+  }
+
+  async recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void> {
+    if (!ctx.imageDir) {
+      this.options.log.warn(
+        { containerId: ctx.containerId },
+        "CRIU gave no image directory (CRTOOLS_IMAGE_DIR); checkpoint carries no GPU metadata",
+      );
+      return;
+    }
+    const metadata = buildMetadata({
+      version: this.options.version,
+      containerId: ctx.containerId,
+      ...ctx.names,
+      inventory: snapshot.inventory,
+      apps: snapshot.apps,
+      pids: ctx.pids,
+      ...(record.vramBytes !== undefined ? { vramBytesMoved: record.vramBytes } : {}),
+    });
+    try {
+      const path = await writeMetadata(ctx.imageDir, metadata);
+      this.options.log.info(
+        { containerId: ctx.containerId, path, gpus: metadata.gpus },
+        "GPU metadata written",
+      );
+    } catch (error) {
+      this.options.log.warn(
+        { err: error, containerId: ctx.containerId, imageDir: ctx.imageDir },
+        "could not write GPU metadata into CRIU's image directory; the checkpoint goes on without it",
+      );
+    }
+  }
+
+  async planRestore(ctx: { containerId: string; imageDir?: string }): Promise<RestorePlan> {
+    if (!ctx.imageDir) return { ok: true, deviceMap: [], reason: "no image directory: no metadata to check" };
+    let metadata: Awaited<ReturnType<typeof readMetadata>>;
+    try {
+      metadata = await readMetadata(ctx.imageDir);
+    } catch (error) {
+      return { ok: false, error: (error as Error).message };
+    }
+    const plan = planRestore(metadata, metadata ? await this.options.probe.inventory() : { gpus: [] });
+    this.options.log.info(
+      { containerId: ctx.containerId, metadata: metadata ? "present" : "absent", plan },
+      "GPU restore plan",
+    );
+    return plan;
+  }
+
+  phase(phase: Phase, ms: number): void {
+    this.options.metrics?.observePhase(phase, ms);
+  }
+
+  result(kind: "checkpoint" | "restore", outcome: Outcome): void {
+    (kind === "checkpoint" ? this.options.metrics?.checkpoints : this.options.metrics?.restores)?.inc({
+      result: outcome,
+    });
+  }
+
+  record(record: OperationRecord): void {
+    const metrics = this.options.metrics;
+    if (!metrics) return;
+    for (const phase of ["lock", "checkpoint", "restore", "unlock"] as const) {
+      const ms = record.phasesMs[phase];
+      if (ms !== undefined) metrics.observePhase(phase, ms);
+    }
+    if (record.vramBytes)
+      metrics.vramBytes.inc({ direction: record.op === "freeze" ? "to_host" : "to_gpu" }, record.vramBytes);
+  }
+
+  repaired(reason: "resume" | "recovery" | "retry", count: number): void {
+    if (count > 0) this.options.metrics?.repaired.inc({ reason }, count);
+  }
+}

@@ -1,0 +1,146 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { DeviceMap } from "../gpu/types.js";
+import type { ComputeApp, GpuInfo, GpuInventory } from "./nvidia-smi.js";
+
+/** The file kybernate leaves in CRIU's image directory; it travels in the checkpoint's `checkpoint/` folder. */
+export const METADATA_FILE = "kybernate.json";
+
+export interface CheckpointMetadata {
+  schema: 1;
+  kybernateVersion: string;
+  createdAt: string;
+  containerId: string;
+  pod?: string;
+  container?: string;
+  driverVersion?: string;
+  /** The GPUs the container's processes used (all of the node's when nvidia-smi could not tell). */
+  gpus: Array<Pick<GpuInfo, "uuid" | "name" | "memoryMiB">>;
+  processes: Array<{ pid: number; gpuUuids: string[]; vramBytes?: number }>;
+  /** What the checkpoint moved to host memory, as the engine measured it. */
+  vramBytesMoved?: number;
+}
+
+export function buildMetadata(input: {
+  version: string;
+  containerId: string;
+  pod?: string;
+  container?: string;
+  inventory: GpuInventory;
+  apps: ComputeApp[];
+  pids: number[];
+  vramBytesMoved?: number;
+  now?: Date;
+}): CheckpointMetadata {
+  const mine = input.apps.filter((a) => input.pids.includes(a.pid));
+  const used = new Set(mine.map((a) => a.gpuUuid));
+  const gpus = (used.size ? input.inventory.gpus.filter((g) => used.has(g.uuid)) : input.inventory.gpus).map(
+    (g) => ({ uuid: g.uuid, name: g.name, memoryMiB: g.memoryMiB }),
+  );
+  return {
+    schema: 1,
+    kybernateVersion: input.version,
+    createdAt: (input.now ?? new Date()).toISOString(),
+    containerId: input.containerId,
+    ...(input.pod ? { pod: input.pod } : {}),
+    ...(input.container ? { container: input.container } : {}),
+    ...(input.inventory.driverVersion ? { driverVersion: input.inventory.driverVersion } : {}),
+    gpus,
+    processes: input.pids.map((pid) => {
+      const apps = mine.filter((a) => a.pid === pid);
+      return {
+        pid,
+        gpuUuids: apps.map((a) => a.gpuUuid),
+        ...(apps.length ? { vramBytes: apps.reduce((s, a) => s + a.usedBytes, 0) } : {}),
+      };
+    }),
+    ...(input.vramBytesMoved !== undefined ? { vramBytesMoved: input.vramBytesMoved } : {}),
+  };
+}
+
+export async function writeMetadata(imageDir: string, metadata: CheckpointMetadata): Promise<string> {
+  const path = join(imageDir, METADATA_FILE);
+  await writeFile(path, `${JSON.stringify(metadata, null, 2)}\n`, { mode: 0o644 });
+  return path;
+}
+
+/** The checkpoint's metadata, or undefined when it has none (taken without kybernate's metadata). */
+export async function readMetadata(imageDir: string): Promise<CheckpointMetadata | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(imageDir, METADATA_FILE), "utf8");
+  } catch {
+    return undefined;
+  }
+  const value = JSON.parse(text) as Partial<CheckpointMetadata>;
+  if (value.schema !== 1 || !Array.isArray(value.gpus))
+    throw new Error(
+      `${join(imageDir, METADATA_FILE)} is not kybernate checkpoint metadata of schema 1: written by a newer kybernate? Upgrade kybernate on this node`,
+    );
+  return value as CheckpointMetadata;
+}
+
+export type RestorePlan = { ok: true; deviceMap: DeviceMap; reason: string } | { ok: false; error: string };
+
+const driverMajor = (version: string | undefined): number | undefined => {
+  const n = Number.parseInt(version ?? "", 10);
+  return Number.isFinite(n) ? n : undefined;
+};
+
+const describeGpus = (gpus: Array<{ name: string; uuid: string }>): string =>
+  gpus.length ? gpus.map((g) => `${g.name} ${g.uuid}`).join(", ") : "none";
+
+/**
+ * Whether a checkpoint can be restored on this node's GPUs, and with which UUID map. The driver restores only
+ * onto the same chip type and count; onto other GPUs of the same model it needs old→new UUID pairs
+ * (driver ≥ 580). Every checkpointed GPU keeps its own UUID when the node has it; the rest take unused
+ * GPUs of the same model, in index order.
+ */
+export function planRestore(metadata: CheckpointMetadata | undefined, target: GpuInventory): RestorePlan {
+  if (!metadata || metadata.gpus.length === 0)
+    return { ok: true, deviceMap: [], reason: "the checkpoint records no GPU; restoring as is" };
+  if (target.gpus.length === 0)
+    return {
+      ok: true,
+      deviceMap: [],
+      reason: `this node's GPUs are unknown (${target.error ?? "nvidia-smi listed none"}); restoring without a compatibility check`,
+    };
+  const wanted = metadata.gpus;
+  const free = [...target.gpus].sort((a, b) => a.index - b.index);
+  const taken = new Set<string>();
+  const pairs: Array<{ from: string; to: string }> = [];
+  for (const gpu of wanted) {
+    const same = free.find((t) => t.uuid === gpu.uuid && !taken.has(t.uuid));
+    if (same) {
+      taken.add(same.uuid);
+      pairs.push({ from: gpu.uuid, to: same.uuid });
+    }
+  }
+  for (const gpu of wanted) {
+    if (pairs.some((p) => p.from === gpu.uuid)) continue;
+    const other = free.find(
+      (t) => t.name === gpu.name && !taken.has(t.uuid) && !wanted.some((w) => w.uuid === t.uuid),
+    );
+    if (!other)
+      return {
+        ok: false,
+        error: `refusing to restore: the checkpoint was taken on ${describeGpus(wanted)} and this node has no free GPU of model "${gpu.name}" for ${gpu.uuid} (node GPUs: ${describeGpus(target.gpus)}); the driver restores only onto the same GPU model and count: restore on a node with ${wanted.length}× ${gpu.name}`,
+      };
+    taken.add(other.uuid);
+    pairs.push({ from: gpu.uuid, to: other.uuid });
+  }
+  const moved = pairs.filter((p) => p.from !== p.to);
+  if (moved.length === 0) return { ok: true, deviceMap: [], reason: "same GPUs as at checkpoint" };
+  const major = driverMajor(target.driverVersion);
+  if (major !== undefined && major < 580)
+    return {
+      ok: false,
+      error: `refusing to restore: the checkpoint's GPUs (${moved.map((p) => p.from).join(", ")}) are not on this node and a restore onto other GPUs needs a UUID device map, which driver ${target.driverVersion} lacks: upgrade the driver to 580 or later, or restore on the original node`,
+    };
+  // The driver maps every device of the process, so the pairs cover each checkpointed GPU, moved or not.
+  return {
+    ok: true,
+    deviceMap: pairs,
+    reason: `other GPUs of the same model: ${moved.map((p) => `${p.from}→${p.to}`).join(", ")}`,
+  };
+}

@@ -1,0 +1,97 @@
+import { createServer, type Server } from "node:http";
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+
+export type Phase = "thaw_cgroup" | "discover" | "lock" | "checkpoint" | "refreeze" | "restore" | "unlock";
+export type Outcome = "success" | "failure" | "refused";
+
+/**
+ * kybernate's Prometheus metrics, on a registry of its own (so tests and several daemons in one process
+ * never share counters). Names follow Prometheus conventions: _total counters, _seconds and _bytes units.
+ */
+export class KybernateMetrics {
+  readonly registry = new Registry();
+  readonly checkpoints = new Counter({
+    name: "kybernate_checkpoints_total",
+    help: "GPU stages of checkpoints (CRIU pre-dump), by result; refused = host-RAM admission said no",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
+  readonly restores = new Counter({
+    name: "kybernate_restores_total",
+    help: "GPU stages of restores (CRIU post-resume), by result; refused = incompatible GPUs",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
+  readonly phases = new Histogram({
+    name: "kybernate_phase_duration_seconds",
+    help: "Duration of each GPU stage phase (the slowest process of a set for driver phases)",
+    labelNames: ["phase"],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+  readonly vramBytes = new Counter({
+    name: "kybernate_vram_bytes_moved_total",
+    help: "VRAM moved between GPU and host memory (estimated from the processes' resident memory)",
+    labelNames: ["direction"],
+    registers: [this.registry],
+  });
+  readonly repaired = new Counter({
+    name: "kybernate_processes_repaired_total",
+    help: "CUDA processes kybernate brought back to RUNNING by itself: after containerd's resume (resume), after a daemon crash (recovery), on a retry (retry)",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    // Every series exists from the start, so a scrape before the first checkpoint shows zeros, not gaps.
+    for (const result of ["success", "failure", "refused"]) {
+      this.checkpoints.inc({ result }, 0);
+      this.restores.inc({ result }, 0);
+    }
+    for (const direction of ["to_host", "to_gpu"]) this.vramBytes.inc({ direction }, 0);
+    for (const reason of ["resume", "recovery", "retry"]) this.repaired.inc({ reason }, 0);
+  }
+
+  observePhase(phase: Phase, ms: number): void {
+    this.phases.observe({ phase }, ms / 1000);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+/** `GET /metrics` (and `/healthz`) on host:port; resolves once listening. */
+export async function startMetricsServer(
+  metrics: KybernateMetrics,
+  port: number,
+  host = "0.0.0.0",
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" || (path !== "/metrics" && path !== "/healthz")) {
+      res.writeHead(404, { "content-type": "text/plain" }).end("kybernate serves /metrics and /healthz\n");
+      return;
+    }
+    if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
+      return;
+    }
+    metrics.text().then(
+      (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
+      (error: Error) => res.writeHead(500, { "content-type": "text/plain" }).end(`${error.message}\n`),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          `cannot serve metrics on ${host}:${port}: ${error.code ?? error.message}; pick a free port with --metrics-port (0 turns metrics off)`,
+        ),
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
