@@ -3,8 +3,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { GpuBackend } from "../gpu/backend.js";
 import { discoverCudaProcesses } from "../gpu/discovery.js";
 import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
-import { ProcessState } from "../gpu/types.js";
+import { type DeviceMap, ProcessState } from "../gpu/types.js";
 import type { Logger } from "../log.js";
+import type { CheckpointOps, ContainerNames } from "../ops/checkpoint-ops.js";
 import { Freezer } from "./freezer.js";
 import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
@@ -21,6 +22,10 @@ export interface CoordinatorOptions {
   /** The driver's lock timeout. */
   lockTimeoutMs: number;
   pollMs?: number;
+  /** Admission, GPU metadata, restore compatibility and metrics (src/ops); absent = none of them. */
+  ops?: CheckpointOps;
+  /** Pod and container names for logs (the NRI plugin knows them). */
+  names?: (containerId: string) => ContainerNames | undefined;
 }
 
 export interface ContainerActivity {
@@ -97,7 +102,9 @@ export class Coordinator {
     const { log } = this.options;
     const started = performance.now();
     const budgetMs = Math.min(this.options.gpuBudgetMs, request.deadlineMs - 2000);
-    const clog = log.child({ containerId: request.containerId, action: "pre-dump" });
+    const names = this.options.names?.(request.containerId);
+    const clog = log.child({ containerId: request.containerId, ...names, action: "pre-dump" });
+    const ops = this.options.ops;
     let freezer: Freezer;
     let criu: ProcessIdentity | undefined;
     try {
@@ -110,7 +117,10 @@ export class Coordinator {
       };
     }
     const wasFrozen = await freezer.isFrozen();
+    const thawStarted = performance.now();
     if (wasFrozen) await freezer.thaw();
+    const discoverStarted = performance.now();
+    ops?.phase("thaw_cgroup", discoverStarted - thawStarted);
     const engine = this.engine(budgetMs);
     let record: OperationRecord | undefined;
     let entry: JournalEntry | undefined;
@@ -121,9 +131,22 @@ export class Coordinator {
         mode: "held",
       });
       const pids = found.cuda.filter((p) => p.state === ProcessState.RUNNING).map((p) => p.pid);
+      ops?.phase("discover", performance.now() - discoverStarted);
       if (pids.length === 0) {
         clog.info({ skipped: found.skipped }, "no running CUDA process in the container; nothing to move");
         return { reply: { ok: true, data: { pids: [] } }, watching: false };
+      }
+      const context = {
+        containerId: request.containerId,
+        pids,
+        initPid: request.initPid,
+        ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+        ...(names ? { names } : {}),
+      };
+      const admission = await ops?.admit(context);
+      if (admission && !admission.verdict.ok) {
+        ops?.result("checkpoint", "refused");
+        return { reply: this.fail(request, admission.verdict.error), watching: false };
       }
       entry = {
         id: randomUUID(),
@@ -136,13 +159,16 @@ export class Coordinator {
       await this.options.journal.record(entry);
       const elapsed = performance.now() - started;
       record = await engine.freeze(pids);
+      ops?.record(record);
       if (!record.ok) {
+        ops?.result("checkpoint", "failure");
         await this.options.journal.complete(entry.id);
         return { reply: this.fail(request, describeFailure(record), record), watching: false };
       }
       if (performance.now() - started > budgetMs) {
         await engine.ensureRunning(pids);
         await this.options.journal.complete(entry.id);
+        ops?.result("checkpoint", "failure");
         return {
           reply: this.fail(
             request,
@@ -152,10 +178,13 @@ export class Coordinator {
           watching: false,
         };
       }
+      if (admission) await ops?.recordCheckpoint(context, record, admission.snapshot);
     } finally {
       if (wasFrozen) {
         try {
+          const refreezeStarted = performance.now();
           await freezer.freeze();
+          ops?.phase("refreeze", performance.now() - refreezeStarted);
         } catch (error) {
           // Without the freeze, containerd's resume fails and CRIU would dump a running container: undo.
           clog.error({ err: error }, "could not freeze the container again; bringing the GPU back");
@@ -163,6 +192,7 @@ export class Coordinator {
             await engine.ensureRunning(entry.pids);
             await this.options.journal.complete(entry.id);
           }
+          ops?.result("checkpoint", "failure");
           // biome-ignore lint/correctness/noUnsafeFinally: the freeze failure overrides any result.
           return {
             reply: this.fail(request, `could not freeze the container again: ${(error as Error).message}`),
@@ -174,6 +204,7 @@ export class Coordinator {
     if (!entry || !record) return { reply: { ok: true }, watching: false };
     const watching: JournalEntry = { ...entry, action: "thaw-after-resume" };
     await this.options.journal.update(watching);
+    ops?.result("checkpoint", "success");
     clog.info(
       { pids: entry.pids, ms: Math.round(performance.now() - started), phasesMs: record.phasesMs },
       "GPU state moved to host memory",
@@ -184,7 +215,12 @@ export class Coordinator {
 
   /** After `runc restore`: the processes run again but their GPU state is still in host memory. */
   private async postResume(request: HookRequest): Promise<DaemonReply> {
-    const clog = this.options.log.child({ containerId: request.containerId, action: "post-resume" });
+    const clog = this.options.log.child({
+      containerId: request.containerId,
+      ...this.options.names?.(request.containerId),
+      action: "post-resume",
+    });
+    const ops = this.options.ops;
     const engine = this.engine(this.options.gpuBudgetMs);
     let pids: number[];
     try {
@@ -204,6 +240,20 @@ export class Coordinator {
       clog.info("no checkpointed CUDA process in the restored container");
       return { ok: true, data: { pids: [] } };
     }
+    const plan = await ops?.planRestore({
+      containerId: request.containerId,
+      ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+    });
+    if (plan && !plan.ok) {
+      // The processes stay CHECKPOINTED (their GPU state safe in host memory): a restore onto the wrong
+      // GPUs would fail in the driver or, worse, run on a GPU it was not meant for.
+      ops?.result("restore", "refused");
+      return this.fail(
+        request,
+        `${plan.error}; the restored processes stay CHECKPOINTED (pids ${pids.join(", ")})`,
+      );
+    }
+    const deviceMap = plan?.deviceMap.length ? plan.deviceMap : undefined;
     const entry: JournalEntry = {
       id: randomUUID(),
       containerId: request.containerId,
@@ -213,8 +263,10 @@ export class Coordinator {
       startedAt: new Date().toISOString(),
     };
     await this.options.journal.record(entry);
-    const record = await this.bringBack(engine, pids, clog);
+    const record = await this.bringBack(engine, pids, clog, deviceMap);
     await this.options.journal.complete(entry.id);
+    ops?.record(record);
+    ops?.result("restore", record.ok ? "success" : "failure");
     if (!record.ok) return this.fail(request, describeFailure(record), record);
     this.succeed(request, record);
     clog.info({ pids, ms: record.totalMs, phasesMs: record.phasesMs }, "GPU state restored");
@@ -222,8 +274,13 @@ export class Coordinator {
   }
 
   /** Restore + unlock, retried: runc ignores a post-resume failure, so nobody else will try again. */
-  private async bringBack(engine: GpuEngine, pids: number[], clog: Logger): Promise<OperationRecord> {
-    let record = await engine.thaw(pids);
+  private async bringBack(
+    engine: GpuEngine,
+    pids: number[],
+    clog: Logger,
+    deviceMap?: DeviceMap,
+  ): Promise<OperationRecord> {
+    let record = await engine.thaw(pids, deviceMap);
     for (let attempt = 1; !record.ok && attempt <= 3; attempt++) {
       clog.warn({ attempt, failure: record.failure }, "GPU thaw failed; retrying");
       await sleep(250 * attempt);
@@ -231,7 +288,8 @@ export class Coordinator {
         Boolean,
       );
       if (alive.length === 0) return record;
-      record = await engine.ensureRunning(alive);
+      record = await engine.ensureRunning(alive, deviceMap);
+      if (record.ok) this.options.ops?.repaired("retry", alive.length);
     }
     return record;
   }
@@ -259,7 +317,11 @@ export class Coordinator {
     criu: ProcessIdentity | undefined,
   ): Promise<void> {
     const { log, pollMs = 10 } = this.options;
-    const clog = log.child({ containerId: entry.containerId, action: "resume" });
+    const clog = log.child({
+      containerId: entry.containerId,
+      ...this.options.names?.(entry.containerId),
+      action: "resume",
+    });
     const t0 = performance.now();
     while (criu && (await isSameProcess(criu)) && !this.closing) await sleep(pollMs);
     const criuDone = performance.now();
@@ -287,6 +349,9 @@ export class Coordinator {
       if (!frozen && !traced) {
         const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), alive, clog);
         await this.options.journal.complete(entry.id);
+        this.options.ops?.record(record);
+        // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.
+        if (record.ok) this.options.ops?.repaired(criu ? "resume" : "recovery", alive.length);
         this.last.set(entry.containerId, {
           containerId: entry.containerId,
           action: "checkpoint",

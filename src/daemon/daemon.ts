@@ -2,10 +2,15 @@ import { join } from "node:path";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import type { Logger } from "../log.js";
 import { NriStub } from "../nri/stub.js";
+import { fixedEstimator } from "../ops/admission.js";
+import { NodeOps } from "../ops/checkpoint-ops.js";
+import { KybernateMetrics, startMetricsServer } from "../ops/metrics.js";
+import { NvidiaSmiProbe } from "../ops/nvidia-smi.js";
 import { hooksDir } from "../paths.js";
 import type { CriuConfigOptions } from "../plugin/criu-config.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
+import { version } from "../version.js";
 import { Coordinator } from "./coordinator.js";
 import { Journal } from "./journal.js";
 import { startDaemonServer } from "./server.js";
@@ -24,6 +29,19 @@ export interface DaemonOptions {
   frozenGraceMs: number;
   criuNetworkLock: CriuConfigOptions["networkLock"];
   log: Logger;
+  /** Operations (src/ops): metrics endpoint, host-RAM admission, GPU metadata. */
+  ops?: DaemonOpsOptions;
+}
+
+export interface DaemonOpsOptions {
+  /** 0 or absent: no metrics endpoint. */
+  metricsPort?: number;
+  metricsHost?: string;
+  admission: boolean;
+  admissionHeadroomBytes: number;
+  /** Fixed VRAM estimate per CUDA process, replacing nvidia-smi's numbers. */
+  vramEstimateBytes?: number;
+  nvidiaSmi?: string;
 }
 
 export interface ManagedContainer {
@@ -55,6 +73,23 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger: log,
   });
   log.info({ backend: backend.description }, "GPU backend");
+  const managed = new Map<string, ManagedContainer>();
+  const metrics = new KybernateMetrics();
+  const opsOptions = options.ops ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
+  const ops = new NodeOps({
+    probe: new NvidiaSmiProbe(opsOptions.nvidiaSmi),
+    version,
+    log,
+    metrics,
+    admission: { enabled: opsOptions.admission, headroomBytes: opsOptions.admissionHeadroomBytes },
+    ...(opsOptions.vramEstimateBytes !== undefined
+      ? { estimator: fixedEstimator(opsOptions.vramEstimateBytes) }
+      : {}),
+  });
+  const metricsServer = opsOptions.metricsPort
+    ? await startMetricsServer(metrics, opsOptions.metricsPort, opsOptions.metricsHost)
+    : undefined;
+  if (metricsServer) log.info({ address: metricsServer.address() }, "metrics on /metrics");
   const coordinator = new Coordinator({
     backend,
     journal,
@@ -62,9 +97,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     gpuBudgetMs: options.gpuBudgetMs,
     lockTimeoutMs: options.lockTimeoutMs,
     frozenGraceMs: options.frozenGraceMs,
+    ops,
+    names: (id) => {
+      const container = managed.get(id);
+      return container ? { pod: container.pod, container: container.name } : undefined;
+    },
   });
   await coordinator.recover();
-  const managed = new Map<string, ManagedContainer>();
   const server = await startDaemonServer(
     options.daemonSocket,
     coordinator,
@@ -110,6 +149,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       await stub.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await coordinator.close();
+      if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       backend.close();
     },
   };

@@ -20,6 +20,12 @@ interface RunArgs {
   lockTimeout: number;
   frozenGrace: number;
   criuNetworkLock: string;
+  metricsPort: number;
+  metricsHost: string;
+  admission: boolean;
+  admissionHeadroomMib: number;
+  vramEstimateMib?: number;
+  nvidiaSmi: string;
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
@@ -49,6 +55,31 @@ export const runCommand: CommandModule<object, RunArgs> = {
         describe: "seconds the GPU stage of a checkpoint may take; keep it below the caller's timeout (kubelet: 120 s)",
       })
       .option("lock-timeout", { type: "number", default: 10_000, describe: "the driver's lock timeout, ms" })
+      .option("metrics-port", {
+        type: "number",
+        default: 0,
+        describe: "serve Prometheus /metrics on this port (0: off; the DaemonSet and systemd unit use 9464)",
+      })
+      .option("metrics-host", { type: "string", default: "0.0.0.0", describe: "address for /metrics" })
+      .option("admission", {
+        type: "boolean",
+        default: true,
+        describe: "refuse a checkpoint whose VRAM would not fit in host memory (--no-admission: off)",
+      })
+      .option("admission-headroom-mib", {
+        type: "number",
+        default: 1024,
+        describe: "host memory (MiB) that must stay available after staging a checkpoint's VRAM",
+      })
+      .option("vram-estimate-mib", {
+        type: "number",
+        describe: "VRAM per CUDA process (MiB) for admission instead of nvidia-smi's numbers",
+      })
+      .option("nvidia-smi", {
+        type: "string",
+        default: "nvidia-smi",
+        describe: "nvidia-smi binary: GPU inventory, VRAM per process, checkpoint metadata",
+      })
       .option("frozen-grace", {
         type: "number",
         default: 30,
@@ -77,6 +108,16 @@ export const runCommand: CommandModule<object, RunArgs> = {
       frozenGraceMs: args.frozenGrace * 1000,
       criuNetworkLock: args.criuNetworkLock as CriuConfigOptions["networkLock"],
       log,
+      ops: {
+        metricsPort: args.metricsPort,
+        metricsHost: args.metricsHost,
+        admission: args.admission,
+        admissionHeadroomBytes: args.admissionHeadroomMib * 1024 * 1024,
+        ...(args.vramEstimateMib !== undefined
+          ? { vramEstimateBytes: args.vramEstimateMib * 1024 * 1024 }
+          : {}),
+        nvidiaSmi: args.nvidiaSmi,
+      },
     });
     const shutdown = async (signal: string) => {
       log.info({ signal }, "shutting down");
