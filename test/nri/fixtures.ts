@@ -1,0 +1,110 @@
+// Shared pieces of the NRI stub tests: NRI objects as containerd sends them, a stub wired to a fake
+// runtime, and a logger whose lines a test can read.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import type { Logger } from "../../src/log.js";
+import type { NriHandlers } from "../../src/nri/handlers.js";
+import { NriStub, type StubOptions } from "../../src/nri/stub.js";
+import { type Container, ContainerState, type PodSandbox } from "../../src/nri/types.js";
+import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
+import { parseSelector } from "../../src/plugin/selector.js";
+import type { FakeRuntime } from "./fake-runtime.js";
+
+export function pod(id: string, extra: Partial<PodSandbox> = {}): PodSandbox {
+  return {
+    id,
+    name: `pod-${id}`,
+    uid: `uid-${id}`,
+    namespace: "default",
+    labels: {},
+    annotations: {},
+    runtimeHandler: "",
+    pid: 0,
+    ips: [],
+    ...extra,
+  };
+}
+
+export function container(id: string, podSandboxId: string, extra: Partial<Container> = {}): Container {
+  return {
+    id,
+    podSandboxId,
+    name: `ctr-${id}`,
+    state: ContainerState.Created,
+    labels: {},
+    annotations: {},
+    args: ["sleep", "3600"],
+    env: [],
+    mounts: [],
+    pid: 0,
+    CDIDevices: [],
+    ...extra,
+  };
+}
+
+export interface LogCapture {
+  log: Logger;
+  /** Parsed JSON lines written so far. */
+  lines: Record<string, unknown>[];
+}
+
+export function captureLog(): LogCapture {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line) lines.push(JSON.parse(line));
+      callback();
+    },
+  });
+  return { log: pino({ level: "debug" }, sink), lines };
+}
+
+/** A stub dialing `runtime`, with a fast backoff unless the test sets its own. */
+export function stubFor(
+  runtime: FakeRuntime,
+  handlers: NriHandlers,
+  options: Partial<StubOptions> = {},
+): NriStub {
+  return new NriStub(handlers, {
+    socketPath: runtime.socketPath,
+    pluginName: "kybernate",
+    pluginIndex: "10",
+    log: options.log ?? captureLog().log,
+    retryInitialMs: 20,
+    retryMaxMs: 200,
+    ...options,
+  });
+}
+
+/** Rejects with a message naming `what` when `promise` takes longer than `ms`: no test may hang. */
+export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** kybernate's own handlers with `selector`, writing their per-container CRIU files under a temp dir. */
+export function kybernateFor(
+  selector: string,
+  log: Logger,
+): { handlers: NriHandlers; stateDir: string; cleanup(): void } {
+  const stateDir = mkdtempSync(join(tmpdir(), "kybernate-nri-state-"));
+  const handlers = kybernateHandlers({
+    criu: {
+      stateDir,
+      hookPath: "/nonexistent/kybernate-criu-hook",
+      node: process.execPath,
+      daemonSocket: join(stateDir, "daemon.sock"),
+      networkLock: "",
+      timeoutS: 10,
+    },
+    selector: parseSelector(selector),
+    log,
+  });
+  return { handlers, stateDir, cleanup: () => rmSync(stateDir, { recursive: true, force: true }) };
+}

@@ -1,0 +1,80 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { NriHandlers } from "../../src/nri/handlers.js";
+import type { Container, PodSandbox } from "../../src/nri/types.js";
+import { FakeRuntime } from "./fake-runtime.js";
+import { container, pod, stubFor, within } from "./fixtures.js";
+
+function state(podCount: number, perPod: number): { pods: PodSandbox[]; containers: Container[] } {
+  const pods = Array.from({ length: podCount }, (_, i) => pod(`p${i}`));
+  const containers = pods.flatMap((p) =>
+    Array.from({ length: perPod }, (_, j) => container(`${p.id}-c${j}`, p.id)),
+  );
+  return { pods, containers };
+}
+
+describe("NRI Synchronize", () => {
+  const cases = [
+    { name: "in one message", pods: 3, perPod: 2, chunk: 1000, messages: 1 },
+    { name: "split over 4 messages with more=true", pods: 4, perPod: 3, chunk: 3, messages: 4 },
+    { name: "split one object per message", pods: 5, perPod: 1, chunk: 1, messages: 5 },
+    { name: "of an empty node", pods: 0, perPod: 0, chunk: 1, messages: 1 },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: answers {more:true} to each part, acts once on the whole state`, async () => {
+      const { pods, containers } = state(c.pods, c.perPod);
+      const runtime = await FakeRuntime.start({ pods, containers, syncChunk: c.chunk });
+      const seen: { pods: string[]; containers: string[] }[] = [];
+      const handlers: NriHandlers = {
+        events: [],
+        synchronize: (p, ctrs) => {
+          seen.push({ pods: p.map((x) => x.id), containers: ctrs.map((x) => x.id) });
+        },
+      };
+      const stub = stubFor(runtime, handlers);
+      try {
+        await within(3000, "registration", stub.start());
+        const { sync } = await (await runtime.nextConnection()).handshake;
+        assert.equal(sync.length, c.messages);
+        assert.deepEqual(
+          sync.map((r) => r.more),
+          [...Array(c.messages - 1).fill(true), false],
+        );
+        assert.ok(sync.every((r) => r.update.length === 0));
+        assert.deepEqual(seen, [{ pods: pods.map((p) => p.id), containers: containers.map((x) => x.id) }]);
+        assert.deepEqual(
+          [...stub.inventory.pods.keys()],
+          pods.map((p) => p.id),
+        );
+        assert.deepEqual(
+          [...stub.inventory.containers.keys()],
+          containers.map((x) => x.id),
+        );
+        const first = containers[0];
+        if (first) assert.equal(stub.inventory.podOf(first)?.name, `pod-${first.podSandboxId}`);
+      } finally {
+        await stub.stop();
+        await runtime.close();
+      }
+    });
+  }
+
+  it("a failing synchronize handler still completes registration", async () => {
+    const { pods, containers } = state(2, 1);
+    const runtime = await FakeRuntime.start({ pods, containers, syncChunk: 1 });
+    const stub = stubFor(runtime, {
+      events: [],
+      synchronize: () => {
+        throw new Error("handler bug");
+      },
+    });
+    try {
+      await within(3000, "registration", stub.start());
+      assert.equal((await (await runtime.nextConnection()).handshake).sync.length, 2);
+      assert.equal(stub.inventory.containers.size, 2);
+    } finally {
+      await stub.stop();
+      await runtime.close();
+    }
+  });
+});
