@@ -4,10 +4,13 @@ import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { version } from "../version.js";
 import { checkpointCommand } from "./commands/checkpoint.js";
+import { doctorCommand } from "./commands/doctor.js";
 import { gpuCommand } from "./commands/gpu.js";
+import { installCommand } from "./commands/install.js";
 import { psCommand } from "./commands/ps.js";
 import { restoreCommand } from "./commands/restore.js";
 import { runCommand } from "./commands/run.js";
+import { uninstallCommand } from "./commands/uninstall.js";
 
 await yargs(hideBin(process.argv))
   .scriptName("kybernate")
@@ -17,6 +20,9 @@ await yargs(hideBin(process.argv))
   .command(restoreCommand)
   .command(psCommand)
   .command(gpuCommand)
+  .command(doctorCommand)
+  .command(installCommand)
+  .command(uninstallCommand)
   .demandCommand(1, "name a command: kybernate --help lists them")
   .strict()
   .fail((message, error) => {
