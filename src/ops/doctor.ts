@@ -137,7 +137,8 @@ async function criuChecks(o: DoctorOptions): Promise<CheckResult[]> {
   const results = [check("CRIU ≥ 4", !!version && atLeast(version, "4.0"), `criu ${version ?? "?"}`, fix)];
   try {
     const text = await output(o.criu, ["check"], 60_000);
-    results.push(check("criu check", true, text.trim().split("\n").pop() ?? "ok", ""));
+    const summary = /Looks good\./.test(text) ? "Looks good." : (text.trim().split("\n").pop() ?? "ok");
+    results.push(check("criu check", true, summary, ""));
   } catch (error) {
     const e = error as { stdout?: string; stderr?: string };
     const last = `${e.stdout ?? ""}${e.stderr ?? ""}`.trim().split("\n").slice(-2).join(" / ");

@@ -135,7 +135,7 @@ class Recorder {
 
 export function renderUnit(prefix: string, runArgs: string[], template: string): string {
   const exec = [join(prefix, "bin", "kybernate"), "run", ...runArgs].join(" ");
-  return template.replace(/^ExecStart=.*$/m, `ExecStart=${exec}`).replaceAll("/opt/kybernate", prefix);
+  return template.replaceAll("/opt/kybernate", prefix).replace(/^ExecStart=.*$/m, `ExecStart=${exec}`);
 }
 
 const WRAPPER = `#!/bin/sh

@@ -128,6 +128,6 @@ export class NvidiaSmiProbe implements GpuProbe {
 
 export function describeExecError(error: unknown): string {
   const e = error as NodeJS.ErrnoException & { stderr?: string };
-  if (e.code === "ENOENT") return "not found (is the NVIDIA driver installed and nvidia-smi on PATH?)";
+  if (e.code === "ENOENT") return "not found (not installed, or not on PATH)";
   return (e.stderr?.trim() || e.message).split("\n")[0] ?? String(error);
 }

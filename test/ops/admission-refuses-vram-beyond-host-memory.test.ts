@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { silentLogger } from "../../src/log.js";
+import { decideAdmission, fixedEstimator, probeEstimator } from "../../src/ops/admission.js";
+import { NodeOps } from "../../src/ops/checkpoint-ops.js";
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+test("VRAM + headroom beyond MemAvailable: refused, naming the numbers and the fix", () => {
+  const verdict = decideAdmission({
+    containerId: "c1",
+    estimate: { bytes: 40 * GiB, perPid: [], source: "nvidia-smi --query-compute-apps" },
+    memAvailable: 32 * GiB,
+    headroom: GiB,
+  });
+  assert.equal(verdict.ok, false);
+  assert.match(
+    verdict.ok ? "" : verdict.error,
+    /40960 MiB of VRAM.*MemAvailable is 32768 MiB.*keeps 1024 MiB free.*keeps running untouched.*Free host memory/,
+  );
+});
+
+test("fits: admitted; unknown VRAM: admitted with a note saying how to check anyway", () => {
+  assert.deepEqual(
+    decideAdmission({
+      containerId: "c1",
+      estimate: { bytes: GiB, perPid: [], source: "x" },
+      memAvailable: 8 * GiB,
+      headroom: GiB,
+    }),
+    { ok: true },
+  );
+  const unknown = decideAdmission({
+    containerId: "c1",
+    estimate: { perPid: [], source: "nvidia-smi (no data)" },
+    memAvailable: GiB,
+    headroom: GiB,
+  });
+  assert.equal(unknown.ok, true);
+  assert.match(unknown.ok ? (unknown.note ?? "") : "", /--vram-estimate-mib/);
+});
+
+test("the container's memory limit: the staged VRAM is charged to it", () => {
+  const verdict = decideAdmission({
+    containerId: "c1",
+    estimate: { bytes: 4 * GiB, perPid: [], source: "x" },
+    memAvailable: 64 * GiB,
+    headroom: GiB,
+    cgroup: { room: GiB, limit: 2 * GiB },
+  });
+  assert.match(
+    verdict.ok ? "" : verdict.error,
+    /limit of 2048 MiB.*Raise the container's memory limit by at least 3072 MiB/,
+  );
+});
+
+test("estimators: nvidia-smi's per-pid numbers (other pids ignored) and a fixed one", async () => {
+  const probe = {
+    inventory: async () => ({ gpus: [] }),
+    computeApps: async () => [
+      { pid: 10, gpuUuid: "GPU-a", usedBytes: 100 * MiB },
+      { pid: 10, gpuUuid: "GPU-b", usedBytes: 50 * MiB },
+      { pid: 99, gpuUuid: "GPU-a", usedBytes: 999 * MiB },
+    ],
+  };
+  const est = await probeEstimator(probe)([10, 11]);
+  assert.equal(est.bytes, 150 * MiB);
+  assert.deepEqual(est.perPid, [{ pid: 10, bytes: 150 * MiB }, { pid: 11 }]);
+  assert.equal((await fixedEstimator(MiB)([1, 2, 3])).bytes, 3 * MiB);
+});
+
+test("NodeOps.admit with an injected estimate above MemAvailable refuses; admission off admits", async () => {
+  const options = {
+    probe: { inventory: async () => ({ gpus: [] }), computeApps: async () => [] },
+    version: "0.1.0",
+    log: silentLogger,
+    estimator: fixedEstimator(10 * GiB),
+    memAvailable: async () => 4 * GiB,
+  };
+  const ctx = { containerId: "c1", pids: [process.pid], initPid: process.pid };
+  const on = await new NodeOps({ ...options, admission: { enabled: true, headroomBytes: GiB } }).admit(ctx);
+  assert.equal(on.verdict.ok, false);
+  const off = await new NodeOps({ ...options, admission: { enabled: false, headroomBytes: GiB } }).admit(ctx);
+  assert.equal(off.verdict.ok, true);
+});
