@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { install, productionPackages, readManifest, uninstall } from "../../src/ops/install.js";
@@ -78,6 +78,8 @@ test("with systemd: the unit is written, enabled and started; uninstall disables
   assert.deepEqual(kept, [prefix]);
   assert.ok(calls.includes("disable --now kybernate.service"));
   assert.deepEqual(readdirSync(prefix), ["operator-notes.txt"]);
+  rmSync(prefix, { recursive: true });
+  assert.deepEqual(tree(host), before, "the unit and every installed file are gone");
 });
 
 test("install refuses to overwrite a file it did not install", async () => {
