@@ -3,7 +3,9 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TN=$ROOT/.testnode
-PREFIX=$TN/prefix
+# A prefix prepared elsewhere (e.g. a GPU host without a package registry: test/e2e/gpu-e2e.sh) can be named
+# instead; up.sh then installs nothing and only checks that the binaries are there.
+PREFIX=${KYBERNATE_TESTNODE_PREFIX:-$TN/prefix}
 RUN=${KYBERNATE_TESTNODE_RUN:-/run/kybernate-testnode}
 PORT=${KYBERNATE_TESTNODE_PORT:-5555}
 NS=k8s.io

@@ -1,0 +1,394 @@
+/**
+ * kybernate end to end on a GPU node: containerd (CRI + NRI) → runc → CRIU → kybernate → the NVIDIA driver.
+ * For each case it runs a GPU pod through CRI, checkpoints it with CRI CheckpointContainer (as the kubelet
+ * does), checks that the workload goes on, restores it with CreateContainer(archive) + StartContainer in a
+ * new pod, checks continuation and VRAM contents, and prints the figures (markdown). With --floor it also
+ * measures the same container's floor: the driver's freeze and thaw alone, and containerd + CRIU alone.
+ * Run through test/e2e/gpu-e2e.sh, which brings up the node. Nothing here knows the machine: paths are options.
+ */
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { initPidOf } from "../../src/cli/resolve.js";
+import { CriClient, type DeviceSpec, type MountSpec } from "../../src/cri/client.js";
+import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
+import { GpuEngine } from "../../src/gpu/engine.js";
+import { openBackend } from "../../src/gpu/select-backend.js";
+import { packageRoot } from "../../src/paths.js";
+import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
+import { loadTestNode } from "../support/testnode.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    workload: { type: "string", default: "cuda" },
+    gib: { type: "string", default: "2" },
+    floor: { type: "string", default: "" },
+    "gpu-backend": { type: "string", default: "driver" },
+    "cuda-checkpoint": { type: "string" },
+    libcuda: { type: "string" },
+    "workload-bin": { type: "string" },
+    "driver-root": { type: "string", default: "/usr/local/nvidia" },
+    devices: { type: "string", default: "/dev/nvidiactl,/dev/nvidia0,/dev/nvidia-uvm,/dev/nvidia-uvm-tools" },
+    python: { type: "string", default: "/opt/torch/.venv/bin/python3" },
+    "python-mounts": { type: "string", default: "/usr,/opt/torch" },
+    "torch-steps": { type: "string", default: "300" },
+    scratch: { type: "string", default: "/tmp/kybernate-e2e" },
+    out: { type: "string" },
+  },
+});
+
+type Workload = "cuda" | "torch" | "double";
+const workload = opt.workload as Workload;
+if (!["cuda", "torch", "double"].includes(workload))
+  throw new Error(`--workload must be cuda, torch or double`);
+const sizes = opt.gib.split(",").filter(Boolean).map(Number);
+const floorSizes = new Set(opt.floor.split(",").filter(Boolean).map(Number));
+const node = loadTestNode();
+const cri = new CriClient(node.criSocket);
+const scratch = opt.scratch;
+rmSync(scratch, { recursive: true, force: true });
+mkdirSync(scratch, { recursive: true });
+const repo = packageRoot;
+// The double's control sockets sit beside its status files, in the container's /status.
+if (workload === "double") process.env.FAKE_CUDA_DIR = "/status";
+const backendArgs = [
+  "--gpu-backend",
+  opt["gpu-backend"],
+  ...(opt["cuda-checkpoint"] ? ["--cuda-checkpoint", opt["cuda-checkpoint"]] : []),
+  ...(opt.libcuda ? ["--libcuda", opt.libcuda] : []),
+];
+
+interface Status {
+  pid: number;
+  counter: number;
+  verified: number;
+  verifyFailures: number;
+}
+
+interface Case {
+  gib: number;
+  statusDir: string;
+  spec: { command: string[]; mounts: MountSpec[]; devices: DeviceSpec[]; env: Record<string, string> };
+}
+
+function makeCase(gib: number, name: string): Case {
+  const statusDir = join(scratch, name);
+  mkdirSync(statusDir, { recursive: true });
+  const mounts: MountSpec[] = [{ containerPath: "/status", hostPath: statusDir }];
+  let devices: DeviceSpec[] = opt.devices
+    .split(",")
+    .filter(Boolean)
+    .map((d) => ({ containerPath: d, hostPath: d, permissions: "rwm" }));
+  const env: Record<string, string> = {};
+  let command: string[];
+  if (workload === "double") {
+    const dir = join(repo, "dist/gpu-double");
+    writeFileSync(join(scratch, "nvidiactl"), "");
+    mounts.push({ containerPath: "/kyb", hostPath: dir, readonly: true });
+    mounts.push({ containerPath: "/dev/nvidiactl", hostPath: join(scratch, "nvidiactl") });
+    devices = [];
+    command = ["/kyb/fake-cuda-workload", "--mib", String(Math.round(gib * 1024)), "--dir", "/status"];
+  } else {
+    mounts.push({ containerPath: opt["driver-root"], hostPath: opt["driver-root"], readonly: true });
+    env.LD_LIBRARY_PATH = `${opt["driver-root"]}/lib64`;
+    env.NVIDIA_VISIBLE_DEVICES = "all";
+    if (workload === "cuda") {
+      const bin = opt["workload-bin"] ?? join(repo, "dist/gpu-workload/workload");
+      mounts.push({ containerPath: "/kyb/workload", hostPath: bin, readonly: true });
+      command = [
+        "/kyb/workload",
+        "--gib",
+        String(gib),
+        "--status",
+        "/status/status.json",
+        "--verify-every",
+        "1",
+      ];
+    } else {
+      for (const m of opt["python-mounts"].split(",").filter(Boolean)) {
+        mounts.push({ containerPath: m, hostPath: m, readonly: true });
+      }
+      // The busybox image has no /lib64: the host's loader and libraries come from its /usr.
+      mounts.push({ containerPath: "/lib64", hostPath: "/usr/lib64", readonly: true });
+      mounts.push({ containerPath: "/lib", hostPath: "/usr/lib", readonly: true });
+      mounts.push({
+        containerPath: "/kyb/torch-train.py",
+        hostPath: join(repo, "test/e2e/torch-train.py"),
+        readonly: true,
+      });
+      env.LD_LIBRARY_PATH = `/usr/lib/x86_64-linux-gnu:${opt["driver-root"]}/lib64`;
+      env.HOME = "/tmp";
+      command = [
+        opt.python,
+        "/kyb/torch-train.py",
+        "--steps",
+        opt["torch-steps"],
+        "--log",
+        "/status/loss.jsonl",
+        "--status",
+        "/status/status.json",
+        "--ballast-gib",
+        String(gib),
+      ];
+    }
+  }
+  return { gib, statusDir, spec: { command, mounts, devices, env } };
+}
+
+function readStatus(c: Case): Status | undefined {
+  const files = readdirSync(c.statusDir).filter((f) => f.endsWith(".json"));
+  for (const f of files) {
+    try {
+      return JSON.parse(readFileSync(join(c.statusDir, f), "utf8")) as Status;
+    } catch {}
+  }
+  return undefined;
+}
+
+async function waitStatus(
+  c: Case,
+  ok: (s: Status) => boolean,
+  what: string,
+  timeoutMs = 120_000,
+): Promise<Status> {
+  const until = Date.now() + timeoutMs;
+  let last: Status | undefined;
+  while (Date.now() < until) {
+    last = readStatus(c);
+    if (last && ok(last)) return last;
+    await sleep(50);
+  }
+  throw new Error(`${what}: not reached in ${timeoutMs} ms; last status ${JSON.stringify(last)}`);
+}
+
+async function pod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
+  return cri.runHostNetworkPod(`${name}-${Date.now() % 100000}`, "kybernate-e2e");
+}
+
+const ms = (t0: number) => Math.round(performance.now() - t0);
+
+/** A log line after `mark` whose message starts with `msg` (the engine appends its duration). */
+async function logSince(
+  kyb: KybernateProcess,
+  mark: number,
+  msg: string,
+  extra: (l: Record<string, unknown>) => boolean = () => true,
+  timeoutMs = 60_000,
+) {
+  return kyb.waitForLog((l) => String(l.msg).startsWith(msg) && extra(l), { since: mark, timeoutMs });
+}
+
+interface Row {
+  gib: number;
+  ckptMs: number;
+  preDumpMs: number;
+  freezeMs: number;
+  criuMs: number;
+  resumeThawMs: number;
+  archiveMiB: number;
+  createMs: number;
+  startMs: number;
+  postResumeMs: number;
+  thawMs: number;
+  floor?: { freezeMs: number; criuMs: number; thawMs: number };
+}
+
+async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
+  const c = makeCase(gib, `case-${gib}`);
+  const original = await pod(`gpu-${workload}-${gib}`);
+  const id = await cri.createContainer(original.podId, original.config, {
+    name: "gpu",
+    image: node.image,
+    ...c.spec,
+  });
+  await cri.startContainer(id);
+  const before = await waitStatus(c, (s) => s.counter > 3, `${gib} GiB workload running`);
+  const archive = join(scratch, `ckpt-${gib}.tar`);
+  const mark = kyb.logs.length;
+  const t0 = performance.now();
+  await cri.checkpoint(id, archive, 600);
+  const ckptMs = ms(t0);
+  const pre = await logSince(kyb, mark, "GPU state moved to host memory");
+  const resumed = await logSince(kyb, mark, "container resumed; GPU state restored");
+  const freeze = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu freeze done"));
+  const thawAfter = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu thaw done"));
+  if (!resumed.ok) throw new Error(`${gib} GiB: GPU not restored after the checkpoint`);
+  const goingOn = await waitStatus(
+    c,
+    (s) => s.counter > before.counter + 3 && s.verified > before.verified,
+    `${gib} GiB workload continuing after its checkpoint`,
+  );
+  if (goingOn.verifyFailures)
+    throw new Error(`${gib} GiB: VRAM corrupted after the checkpoint: ${JSON.stringify(goingOn)}`);
+  const archiveMiB = Math.round(statSync(archive).size / 2 ** 20);
+  await cri.stopAndRemovePod(original.podId);
+
+  const atCheckpoint = before.counter;
+  for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true });
+  if (workload === "torch") writeFileSync(join(c.statusDir, "loss.jsonl"), "");
+  const restored = await pod(`gpu-${workload}-${gib}-restored`);
+  const mark2 = kyb.logs.length;
+  const t1 = performance.now();
+  const rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", c.spec);
+  const createMs = ms(t1);
+  const t2 = performance.now();
+  await cri.startContainer(rid);
+  const startMs = ms(t2);
+  const post = await logSince(kyb, mark2, "GPU state restored", (l) => l.action === "post-resume");
+  const after = await waitStatus(
+    c,
+    (s) => s.verified > 0 && s.counter > atCheckpoint,
+    `${gib} GiB restored workload`,
+  );
+  if (after.verifyFailures)
+    throw new Error(`${gib} GiB: VRAM corrupted after restore: ${JSON.stringify(after)}`);
+  if (workload === "torch") checkLosses(c, atCheckpoint);
+  await cri.stopAndRemovePod(restored.podId);
+  rmSync(archive, { force: true });
+
+  const row: Row = {
+    gib,
+    ckptMs,
+    preDumpMs: Number(pre.ms),
+    freezeMs: Math.round(Number((freeze?.record as { totalMs?: number } | undefined)?.totalMs ?? Number.NaN)),
+    criuMs: ckptMs - Number(pre.ms),
+    resumeThawMs: Math.round(
+      Number((thawAfter?.record as { totalMs?: number } | undefined)?.totalMs ?? Number.NaN),
+    ),
+    archiveMiB,
+    createMs,
+    startMs,
+    postResumeMs: Math.round(Number(post.ms)),
+    thawMs: Math.round(
+      Number((post.phasesMs as Record<string, number>).restore ?? 0) +
+        Number((post.phasesMs as Record<string, number>).unlock ?? 0),
+    ),
+  };
+  if (floorSizes.has(gib)) row.floor = await floor(gib);
+  console.error(`[e2e] ${gib} GiB: ${JSON.stringify(row)}`);
+  return row;
+}
+
+/** The same kind of container without kybernate's stages: the driver alone, then containerd + CRIU alone. */
+async function floor(gib: number): Promise<{ freezeMs: number; criuMs: number; thawMs: number }> {
+  const c = makeCase(gib, `floor-${gib}`);
+  const p = await pod(`gpu-floor-${gib}`);
+  const id = await cri.createContainer(p.podId, p.config, { name: "gpu", image: node.image, ...c.spec });
+  await cri.startContainer(id);
+  await waitStatus(c, (s) => s.counter > 3, `${gib} GiB floor workload running`);
+  const backend = openBackend({
+    kind: opt["gpu-backend"] as "driver" | "binary",
+    ...(opt.libcuda ? { libcuda: opt.libcuda } : {}),
+    ...(opt["cuda-checkpoint"] ? { cudaCheckpoint: opt["cuda-checkpoint"] } : {}),
+  });
+  const engine = new GpuEngine({ backend });
+  const initPid = await initPidOf(cri, id);
+  const found = await discoverCudaProcesses({ initPid, backend, mode: "held" });
+  const pids = found.cuda.map((p) => p.pid);
+  const frozen = await engine.freeze(pids);
+  if (!frozen.ok) throw new Error(`floor freeze failed: ${JSON.stringify(frozen.failure)}`);
+  const archive = join(scratch, `floor-${gib}.tar`);
+  const t0 = performance.now();
+  await cri.checkpoint(id, archive, 600); // kybernate's hook finds no running CUDA process: nothing to do
+  const criuMs = ms(t0);
+  const thawed = await engine.thaw(pids);
+  if (!thawed.ok) throw new Error(`floor thaw failed: ${JSON.stringify(thawed.failure)}`);
+  backend.close();
+  await cri.stopAndRemovePod(p.podId);
+  rmSync(archive, { force: true });
+  return { freezeMs: Math.round(frozen.totalMs), criuMs, thawMs: Math.round(thawed.totalMs) };
+}
+
+/** Restored training must produce, step for step, the losses of an uninterrupted run with the same seed. */
+function checkLosses(c: Case, atCheckpoint: number): void {
+  const reference = new Map<number, string>();
+  for (const line of readFileSync(join(scratch, "reference-loss.jsonl"), "utf8")
+    .split("\n")
+    .filter(Boolean)) {
+    const { step, loss } = JSON.parse(line) as { step: number; loss: string };
+    reference.set(step, loss);
+  }
+  let compared = 0;
+  for (const line of readFileSync(join(c.statusDir, "loss.jsonl"), "utf8").split("\n").filter(Boolean)) {
+    const { step, loss } = JSON.parse(line) as { step: number; loss: string };
+    if (step <= atCheckpoint)
+      throw new Error(`restored training repeated step ${step} (checkpointed at ${atCheckpoint})`);
+    if (reference.get(step) !== loss)
+      throw new Error(`step ${step}: loss ${loss} after restore, ${reference.get(step)} uninterrupted`);
+    compared++;
+  }
+  if (compared < 3) throw new Error(`only ${compared} steps after restore to compare`);
+  console.error(`[e2e] torch: ${compared} steps after restore equal the uninterrupted run's losses`);
+}
+
+async function referenceRun(): Promise<void> {
+  const { execFileSync } = await import("node:child_process");
+  execFileSync(
+    opt.python,
+    [
+      join(repo, "test/e2e/torch-train.py"),
+      "--steps",
+      opt["torch-steps"],
+      "--interval",
+      "0",
+      "--log",
+      join(scratch, "reference-loss.jsonl"),
+    ],
+    { stdio: "inherit", env: { ...process.env, LD_LIBRARY_PATH: `${opt["driver-root"]}/lib64` } },
+  );
+}
+
+function table(rows: Row[]): string {
+  const f = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : String(n));
+  const lines = [
+    `workload ${workload}, backend ${opt["gpu-backend"]}; times in ms`,
+    "",
+    "| VRAM GiB | CRI checkpoint | pre-dump (kybernate) | GPU freeze | containerd+CRIU | GPU thaw after resume | archive MiB | restore create | restore start | post-resume (kybernate) | GPU thaw | floor: freeze + CRIU + thaw | checkpoint ÷ floor (freeze+CRIU) | kybernate own (pre-dump − freeze) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    const floorText = r.floor ? `${r.floor.freezeMs} + ${r.floor.criuMs} + ${r.floor.thawMs}` : "–";
+    const ratio = r.floor ? (r.ckptMs / (r.floor.freezeMs + r.floor.criuMs)).toFixed(3) : "–";
+    lines.push(
+      `| ${r.gib} | ${r.ckptMs} | ${r.preDumpMs} | ${f(r.freezeMs)} | ${r.criuMs} | ${f(r.resumeThawMs)} | ${r.archiveMiB} | ${r.createMs} | ${r.startMs} | ${r.postResumeMs} | ${r.thawMs} | ${floorText} | ${ratio} | ${f(r.preDumpMs - r.freezeMs)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  await cri.pullImage(node.image);
+  if (workload === "torch") await referenceRun();
+  const kyb = await startKybernate({
+    nriSocket: node.nriSocket,
+    args: [...backendArgs, "--gpu-budget", "600"],
+  });
+  const rows: Row[] = [];
+  let failure: unknown;
+  try {
+    for (const gib of sizes) rows.push(await runCase(kyb, gib));
+  } catch (error) {
+    failure = error;
+    console.error(`[e2e] FAILED: ${(error as Error).message}`);
+    console.error(
+      kyb.logs
+        .slice(-25)
+        .map((l) => JSON.stringify(l).slice(0, 600))
+        .join("\n"),
+    );
+  } finally {
+    await kyb.stop();
+    for (const p of await cri.listPodSandbox()) {
+      if (p.metadata?.namespace === "kybernate-e2e") await cri.stopAndRemovePod(p.id).catch(() => undefined);
+    }
+    cri.close();
+  }
+  const text = table(rows);
+  console.log(text);
+  if (opt.out) writeFileSync(opt.out, `${text}\n`);
+  if (failure) process.exit(1);
+}
+
+await main();
