@@ -242,6 +242,7 @@ export class Coordinator {
     }
     const plan = await ops?.planRestore({
       containerId: request.containerId,
+      criuPid: request.criuPid,
       ...(request.imageDir ? { imageDir: request.imageDir } : {}),
     });
     if (plan && !plan.ok) {
