@@ -8,7 +8,14 @@ import {
   probeEstimator,
   type VramEstimator,
 } from "./admission.js";
-import { buildMetadata, planRestore, type RestorePlan, readMetadata, writeMetadata } from "./gpu-metadata.js";
+import {
+  buildMetadata,
+  findMetadataDir,
+  planRestore,
+  type RestorePlan,
+  readMetadata,
+  writeMetadata,
+} from "./gpu-metadata.js";
 import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
 import type { ComputeApp, GpuInventory, GpuProbe } from "./nvidia-smi.js";
 
@@ -39,7 +46,7 @@ export interface CheckpointOps {
   admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
-  planRestore(ctx: { containerId: string; imageDir?: string }): Promise<RestorePlan>;
+  planRestore(ctx: { containerId: string; imageDir?: string; criuPid?: number }): Promise<RestorePlan>;
   phase(phase: Phase, ms: number): void;
   result(kind: "checkpoint" | "restore", outcome: Outcome): void;
   /** Driver phases and VRAM moved, from an engine record. */
@@ -122,11 +129,11 @@ export class NodeOps implements CheckpointOps {
     }
   }
 
-  async planRestore(ctx: { containerId: string; imageDir?: string }): Promise<RestorePlan> {
-    if (!ctx.imageDir) return { ok: true, deviceMap: [], reason: "no image directory: no metadata to check" };
+  async planRestore(ctx: { containerId: string; imageDir?: string; criuPid?: number }): Promise<RestorePlan> {
+    const dir = await findMetadataDir(ctx.imageDir, ctx.criuPid);
     let metadata: Awaited<ReturnType<typeof readMetadata>>;
     try {
-      metadata = await readMetadata(ctx.imageDir);
+      metadata = dir ? await readMetadata(dir) : undefined;
     } catch (error) {
       return { ok: false, error: (error as Error).message };
     }

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DeviceMap } from "../gpu/types.js";
 import type { ComputeApp, GpuInfo, GpuInventory } from "./nvidia-smi.js";
@@ -78,6 +78,37 @@ export async function readMetadata(imageDir: string): Promise<CheckpointMetadata
       `${join(imageDir, METADATA_FILE)} is not kybernate checkpoint metadata of schema 1: written by a newer kybernate? Upgrade kybernate on this node`,
     );
   return value as CheckpointMetadata;
+}
+
+async function parentOf(pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  return ppid > 1 ? ppid : undefined;
+}
+
+/**
+ * The directory a restore's images were read from. At post-resume CRIU has already closed the image
+ * directory that CRTOOLS_IMAGE_DIR names, but runc (CRIU's parent, waiting for it) still holds the fd it
+ * passed to CRIU; so each directory fd of CRIU and of runc is tried for kybernate.json.
+ */
+export async function findMetadataDir(
+  imageDir: string | undefined,
+  criuPid?: number,
+): Promise<string | undefined> {
+  const candidates = imageDir ? [imageDir] : [];
+  const runc = criuPid ? await parentOf(criuPid) : undefined;
+  for (const pid of [criuPid, runc]) {
+    if (!pid) continue;
+    const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    candidates.push(...fds.map((fd) => `/proc/${pid}/fd/${fd}`));
+  }
+  for (const dir of candidates) {
+    try {
+      await readFile(join(dir, METADATA_FILE), { flag: "r" });
+      return dir;
+    } catch {}
+  }
+  return undefined;
 }
 
 export type RestorePlan = { ok: true; deviceMap: DeviceMap; reason: string } | { ok: false; error: string };

@@ -1,0 +1,367 @@
+/**
+ * As an operator would: `kybernate install` into a prefix (no systemd on this machine), the installed copy
+ * runs as the node's daemon and the GPU-double container is checkpointed and restored through CRI; metrics,
+ * GPU metadata in the archive, restore onto another GPU of the same model (device map), refusal on another
+ * model, host-RAM admission; then `kybernate uninstall` and the host tree is as before.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import { CriClient, type MountSpec } from "../../src/cri/client.js";
+import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { packageRoot } from "../../src/paths.js";
+import { buildDouble } from "../gpu/double/harness.js";
+import { loadTestNode, type TestNode } from "../support/testnode.js";
+
+const run = promisify(execFile);
+const UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
+const UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
+
+interface WorkloadStatus {
+  pid: number;
+  state: string;
+  counter: number;
+  verifyFailures: number;
+  checkpoints: number;
+  restores: number;
+  lastDevicePairs: number;
+}
+
+let node: TestNode;
+let cri: CriClient;
+let scratch: string;
+let host: string;
+let prefix: string;
+let unitDir: string;
+let doubleDir: string;
+let gpusCsv: string;
+let fakeSmi: string;
+let metricsPort: number;
+let daemon: Daemon | undefined;
+let hostBefore: string[];
+const pods: string[] = [];
+
+interface Daemon {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown>>;
+  stop(): Promise<void>;
+}
+
+/** Every path under the fake host root with its type and size: what "the host as it was" means here. */
+function tree(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      const s = statSync(path);
+      out.push(
+        `${path.slice(root.length)} ${entry.isDirectory() ? "dir" : `${s.size} ${s.mode.toString(8)}`}`,
+      );
+      if (entry.isDirectory()) walk(path);
+    }
+  };
+  walk(root);
+  return out.sort();
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function setGpus(rows: string): void {
+  writeFileSync(gpusCsv, rows);
+}
+
+/** The installed copy, started as a node's init system would: `<prefix>/bin/kybernate run`. */
+async function startInstalled(extra: string[] = []): Promise<Daemon> {
+  const stateDir = join(scratch, "state");
+  const child = spawn(
+    join(prefix, "bin", "kybernate"),
+    [
+      "run",
+      "--nri-socket",
+      node.nriSocket,
+      "--socket",
+      join(stateDir, "run", "daemon.sock"),
+      "--state-dir",
+      stateDir,
+      "--gpu-backend",
+      "driver",
+      "--libcuda",
+      join(doubleDir, "libcuda.so.1"),
+      "--criu-network-lock",
+      "",
+      "--frozen-grace",
+      "5",
+      "--nvidia-smi",
+      fakeSmi,
+      "--metrics-port",
+      String(metricsPort),
+      "--metrics-host",
+      "127.0.0.1",
+      "--log-level",
+      "debug",
+      ...extra,
+    ],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
+  );
+  const logs: Array<Record<string, unknown>> = [];
+  let buffered = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (chunk: string) => {
+    buffered += chunk;
+    for (let i = buffered.indexOf("\n"); i >= 0; i = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: line });
+      }
+    }
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const until = Date.now() + 15_000;
+  while (!logs.some((l) => l.msg === "registered with runtime")) {
+    if (Date.now() > until || child.exitCode !== null)
+      throw new Error(`installed kybernate did not register: ${JSON.stringify(logs.slice(-5))}`);
+    await sleep(50);
+  }
+  daemon = {
+    child,
+    logs,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+  return daemon;
+}
+
+async function metric(name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}}`));
+  assert.ok(line, `metric ${name}{${labels}} missing from /metrics`);
+  return Number(line.split(" ").pop());
+}
+
+function gpuMounts(): MountSpec[] {
+  return [
+    { containerPath: "/kyb", hostPath: doubleDir, readonly: true },
+    { containerPath: "/dev/nvidiactl", hostPath: join(scratch, "nvidiactl") },
+  ];
+}
+
+async function newPod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
+  const pod = await cri.runHostNetworkPod(`${name}-${process.pid}`, "kybernate-test");
+  pods.push(pod.podId);
+  return pod;
+}
+
+async function statuses(id: string): Promise<WorkloadStatus[]> {
+  const { stdout, exitCode } = await cri.exec(
+    id,
+    ["sh", "-c", 'for f in /tmp/fake-cuda/*.json; do [ -f "$f" ] && cat "$f" && echo; done'],
+    10,
+  );
+  if (exitCode !== 0) return [];
+  return stdout
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as WorkloadStatus);
+}
+
+async function waitFor(
+  id: string,
+  ok: (s: WorkloadStatus) => boolean,
+  what: string,
+): Promise<WorkloadStatus> {
+  const until = Date.now() + 15_000;
+  let last: WorkloadStatus | undefined;
+  while (Date.now() < until) {
+    last = (await statuses(id).catch(() => []))[0];
+    if (last && ok(last)) return last;
+    await sleep(100);
+  }
+  const tail = (daemon?.logs ?? []).slice(-10).map((l) => JSON.stringify(l).slice(0, 300));
+  throw new Error(`${what}: last status ${JSON.stringify(last)}\nkybernate log:\n${tail.join("\n")}`);
+}
+
+/** The counter moves: the workload runs "on the GPU". */
+async function assertRunning(id: string): Promise<WorkloadStatus> {
+  const first = await waitFor(id, (s) => s.state === "running", "workload not running");
+  await sleep(300);
+  const later = await waitFor(id, (s) => s.counter > first.counter, "counter does not move");
+  assert.equal(later.verifyFailures, 0);
+  return later;
+}
+
+let containerId: string;
+
+before(async () => {
+  node = loadTestNode();
+  cri = new CriClient(node.criSocket);
+  scratch = mkdtempSync("/tmp/kyb-install-e2e-");
+  host = join(scratch, "host");
+  prefix = join(host, "opt", "kybernate");
+  unitDir = join(host, "etc", "systemd", "system");
+  mkdirSync(unitDir, { recursive: true });
+  writeFileSync(join(host, "etc", "unrelated.conf"), "left alone\n");
+  writeFileSync(join(scratch, "nvidiactl"), "");
+  gpusCsv = join(scratch, "gpus.csv");
+  fakeSmi = join(scratch, "nvidia-smi");
+  // nvidia-smi as the daemon calls it: the GPU list comes from a file the test rewrites between restores.
+  writeFileSync(fakeSmi, `#!/bin/sh\ncase "$*" in *--query-gpu*) cat '${gpusCsv}' ;; *) ;; esac\n`, {
+    mode: 0o755,
+  });
+  setGpus(`0, ${UUID_A}, NVIDIA H200, 143771, 580.159.04, Enabled\n`);
+  doubleDir = buildDouble();
+  metricsPort = await freePort();
+  hostBefore = tree(host);
+  await cri.pullImage(node.image);
+});
+
+after(async () => {
+  for (const podId of pods) await cri.stopAndRemovePod(podId).catch(() => undefined);
+  await daemon?.stop();
+  cri.close();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+describe("kybernate installed by its install command", () => {
+  test("install copies a self-contained runtime and explains how to start it without systemd", async () => {
+    const { stdout } = await run(process.execPath, [
+      join(packageRoot, "dist/src/cli/main.js"),
+      "install",
+      "--prefix",
+      prefix,
+      "--systemd-unit-dir",
+      unitDir,
+      "--containerd-config",
+      node.configPath,
+      "--containerd",
+      node.bin.containerd,
+    ]);
+    assert.match(stdout, /systemd is not running here/);
+    assert.match(stdout, new RegExp(`${prefix}/bin/kybernate run`));
+    assert.match(stdout, /ok {2}\s*containerd: NRI enabled/);
+    for (const file of ["bin/node", "bin/kybernate", "hooks/kybernate-criu-hook", "dist/src/hook/main.js"])
+      assert.ok(statSync(join(prefix, file)).isFile(), file);
+    assert.ok(statSync(join(prefix, "node_modules/@grpc/grpc-js/package.json")).isFile());
+    assert.throws(() => statSync(join(prefix, "node_modules/typescript")), /ENOENT/, "dev deps left out");
+    assert.match(
+      readFileSync(join(unitDir, "kybernate.service"), "utf8"),
+      new RegExp(`ExecStart=${prefix}/bin/kybernate run`),
+    );
+  });
+
+  test("the installed copy checkpoints a GPU container; metrics count it; kybernate.json is in the archive", async () => {
+    await startInstalled();
+    const pod = await newPod("inst-gpu");
+    containerId = await cri.createContainer(pod.podId, pod.config, {
+      name: "cuda",
+      image: node.image,
+      command: ["/kyb/fake-cuda-workload", "--mib", "16"],
+      mounts: gpuMounts(),
+    });
+    await cri.startContainer(containerId);
+    await waitFor(containerId, (s) => s.state === "running" && s.counter > 5, "workload never started");
+    const criuConf = readFileSync(join(scratch, "state", "containers", containerId, "action-script"), "utf8");
+    assert.match(
+      criuConf,
+      new RegExp(`KYBERNATE_NODE='${prefix}/bin/node'.*exec '${prefix}/hooks/kybernate-criu-hook'`),
+    );
+
+    await cri.checkpoint(containerId, join(scratch, "a.tar"), 60);
+    const after = await assertRunning(containerId);
+    assert.equal(after.checkpoints, 1);
+    assert.equal(await metric("kybernate_checkpoints_total", 'result="success"'), 1);
+    assert.equal(await metric("kybernate_checkpoints_total", 'result="refused"'), 0);
+    assert.equal(await metric("kybernate_phase_duration_seconds_count", 'phase="lock"'), 1);
+    assert.equal(await metric("kybernate_phase_duration_seconds_count", 'phase="refreeze"'), 1);
+    assert.equal(await metric("kybernate_processes_repaired_total", 'reason="resume"'), 1);
+    const names = daemon?.logs.find(
+      (l) => l.action === "pre-dump" && l.msg === "GPU state moved to host memory",
+    );
+    assert.equal(names?.container, "cuda");
+    assert.equal(names?.pod, `kybernate-test/inst-gpu-${process.pid}`);
+
+    const { stdout: listing } = await run("tar", ["-tf", join(scratch, "a.tar")]);
+    assert.match(listing, /^checkpoint\/kybernate\.json$/m, "kybernate.json travels in the CRI archive");
+    const { stdout: meta } = await run("tar", ["-xOf", join(scratch, "a.tar"), "checkpoint/kybernate.json"]);
+    const metadata = JSON.parse(meta) as {
+      gpus: Array<{ uuid: string; name: string }>;
+      driverVersion: string;
+    };
+    assert.deepEqual(metadata.gpus, [{ uuid: UUID_A, name: "NVIDIA H200", memoryMiB: 143771 }]);
+    assert.equal(metadata.driverVersion, "580.159.04");
+  });
+
+  test("restore onto another GPU of the same model uses the UUID device map", async () => {
+    setGpus(`0, ${UUID_B}, NVIDIA H200, 143771, 580.159.04, Enabled\n`);
+    const pod = await newPod("inst-remap");
+    const id = await cri.restoreFromArchive(pod.podId, pod.config, join(scratch, "a.tar"), "cuda", {
+      mounts: gpuMounts(),
+    });
+    await cri.startContainer(id);
+    const status = await assertRunning(id);
+    const plan = daemon?.logs.filter((l) => l.containerId === id && (l.msg === "GPU restore plan" || l.error));
+    assert.equal(status.lastDevicePairs, 1, `the driver got one old→new GPU pair; ${JSON.stringify(plan)}`);
+    assert.equal(await metric("kybernate_restores_total", 'result="success"'), 1);
+  });
+
+  test("restore onto another GPU model is refused with a clear error; the GPU state stays in host memory", async () => {
+    setGpus(`0, ${UUID_B}, NVIDIA A100-SXM4-80GB, 81920, 580.159.04, Enabled\n`);
+    const pod = await newPod("inst-refused");
+    const id = await cri.restoreFromArchive(pod.podId, pod.config, join(scratch, "a.tar"), "cuda", {
+      mounts: gpuMounts(),
+    });
+    await cri.startContainer(id);
+    const until = Date.now() + 10_000;
+    while (!daemon?.logs.some((l) => l.containerId === id && /refusing to restore/.test(String(l.error))))
+      if (Date.now() > until) assert.fail("no refusal logged");
+      else await sleep(100);
+    const refusal = daemon?.logs.find((l) => l.containerId === id && l.error);
+    assert.match(String(refusal?.error), /NVIDIA H200.*no free GPU of model "NVIDIA H200".*NVIDIA A100/);
+    const status = await waitFor(id, (s) => s.state === "checkpointed", "not left checkpointed");
+    assert.equal(status.restores, 0);
+    assert.equal(await metric("kybernate_restores_total", 'result="refused"'), 1);
+    setGpus(`0, ${UUID_A}, NVIDIA H200, 143771, 580.159.04, Enabled\n`);
+  });
+
+  test("host-RAM admission refuses a checkpoint whose VRAM does not fit; the workload keeps running", async () => {
+    await daemon?.stop();
+    // 1 PiB per process: more than any MemAvailable.
+    await startInstalled(["--vram-estimate-mib", String(1024 ** 3)]);
+    const before = await statuses(containerId);
+    await assert.rejects(cri.checkpoint(containerId, join(scratch, "refused.tar"), 60));
+    const refusal = daemon?.logs.find((l) => /host-RAM admission refused/.test(String(l.error)));
+    assert.match(String(refusal?.error), /MemAvailable is \d+ MiB/);
+    const status = await assertRunning(containerId);
+    assert.equal(status.checkpoints, before[0]?.checkpoints, "the driver was never asked to checkpoint");
+    assert.equal(await metric("kybernate_checkpoints_total", 'result="refused"'), 1);
+    await daemon?.stop();
+    daemon = undefined;
+  });
+
+  test("uninstall removes exactly what install added: the host tree is as before", async () => {
+    const { stdout } = await run(process.execPath, [
+      join(packageRoot, "dist/src/cli/main.js"),
+      "uninstall",
+      "--prefix",
+      prefix,
+    ]);
+    assert.match(stdout, /removed \d+ files/);
+    assert.deepEqual(tree(host), hostBefore);
+  });
+});
