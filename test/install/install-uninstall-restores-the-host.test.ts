@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { install, productionPackages, readManifest, uninstall } from "../../src/ops/install.js";
 import { packageRoot } from "../../src/paths.js";
@@ -16,6 +16,34 @@ function tree(root: string): string[] {
   };
   walk(root);
   return out.sort();
+}
+
+/** A small package to install from: the real layout with one dependency, so each install takes milliseconds. */
+function fakeSource(): { root: string; node: string } {
+  const root = mkdtempSync("/tmp/kyb-install-src-");
+  const files: Record<string, string> = {
+    "package.json": JSON.stringify({
+      name: "kybernate",
+      version: "0.1.0",
+      type: "module",
+      dependencies: { dep: "1" },
+    }),
+    "dist/src/cli/main.js": "export {};\n",
+    "hooks/kybernate-criu-hook": "#!/bin/sh\n",
+    "proto/x.proto": 'syntax = "proto3";\n',
+    "node_modules/dep/package.json": JSON.stringify({ name: "dep", version: "1.0.0" }),
+    "node_modules/devonly/package.json": JSON.stringify({ name: "devonly", version: "1.0.0" }),
+    "install/systemd/kybernate.service": readFileSync(
+      join(packageRoot, "install/systemd/kybernate.service"),
+      "utf8",
+    ),
+    "bin/node": "#!/bin/sh\n",
+  };
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(root, path)), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return { root, node: join(root, "bin/node") };
 }
 
 test("the production closure holds runtime deps, not dev ones", async () => {
@@ -43,10 +71,11 @@ test("with systemd: the unit is written, enabled and started; uninstall disables
     calls.push(args.join(" "));
   };
   const prefix = join(host, "opt/kybernate");
+  const src = fakeSource();
   const report = await install({
     prefix,
-    sourceRoot: packageRoot,
-    nodeBinary: process.execPath,
+    sourceRoot: src.root,
+    nodeBinary: src.node,
     version: "0.1.0",
     unitDir,
     systemdRunning: true,
@@ -63,14 +92,16 @@ test("with systemd: the unit is written, enabled and started; uninstall disables
   // A second install replaces the first instead of refusing its own files.
   await install({
     prefix,
-    sourceRoot: packageRoot,
-    nodeBinary: process.execPath,
+    sourceRoot: src.root,
+    nodeBinary: src.node,
     version: "0.1.0",
     unitDir,
     systemdRunning: true,
     runArgs: [],
     systemctl,
   });
+  assert.ok(readFileSync(join(prefix, "node_modules/dep/package.json")));
+  assert.throws(() => readFileSync(join(prefix, "node_modules/devonly/package.json")), /ENOENT/);
 
   // A file someone else put in the prefix stays, and keeps its directory.
   writeFileSync(join(prefix, "operator-notes.txt"), "mine\n");
@@ -85,13 +116,14 @@ test("with systemd: the unit is written, enabled and started; uninstall disables
 test("install refuses to overwrite a file it did not install", async () => {
   const host = mkdtempSync("/tmp/kyb-install-clash-");
   const prefix = join(host, "kyb");
+  const src = fakeSource();
   mkdirSync(join(prefix, "bin"), { recursive: true });
   writeFileSync(join(prefix, "bin/node"), "not ours\n");
   await assert.rejects(
     install({
       prefix,
-      sourceRoot: packageRoot,
-      nodeBinary: process.execPath,
+      sourceRoot: src.root,
+      nodeBinary: src.node,
       version: "0",
       unitDir: "",
       systemdRunning: false,

@@ -315,7 +315,9 @@ describe("kybernate installed by its install command", () => {
     });
     await cri.startContainer(id);
     const status = await assertRunning(id);
-    const plan = daemon?.logs.filter((l) => l.containerId === id && (l.msg === "GPU restore plan" || l.error));
+    const plan = daemon?.logs.filter(
+      (l) => l.containerId === id && (l.msg === "GPU restore plan" || l.error),
+    );
     assert.equal(status.lastDevicePairs, 1, `the driver got one old→new GPU pair; ${JSON.stringify(plan)}`);
     assert.equal(await metric("kybernate_restores_total", 'result="success"'), 1);
   });
