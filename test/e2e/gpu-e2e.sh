@@ -27,9 +27,11 @@ if [[ -n $bin_dir ]]; then
   [[ -n $extra_dir ]] || { echo "gpu-e2e: --bin-dir needs --extra-bin-dir with docker-registry and busybox" >&2; exit 2; }
   prefix=${KYBERNATE_E2E_PREFIX:-/tmp/kybernate-e2e-prefix}
   mkdir -p "$prefix/bin"
-  for b in containerd containerd-shim-runc-v2 ctr runc criu; do cp -f "$bin_dir/$b" "$prefix/bin/$b"; done
-  for b in docker-registry busybox; do cp -f "$extra_dir/$b" "$prefix/bin/$b"; chmod +x "$prefix/bin/$b"; done
-  cp -f "$prefix/bin/criu" "$prefix/bin/checkpointctl" # only named in env.json; the e2e never runs it
+  # Copied only when changed: replacing a running binary would make up.sh think its daemon had died.
+  put_bin() { cmp -s "$1" "$2" 2>/dev/null || { cp -f "$1" "$2" && chmod +x "$2"; }; }
+  for b in containerd containerd-shim-runc-v2 ctr runc criu; do put_bin "$bin_dir/$b" "$prefix/bin/$b"; done
+  for b in docker-registry busybox; do put_bin "$extra_dir/$b" "$prefix/bin/$b"; done
+  put_bin "$prefix/bin/criu" "$prefix/bin/checkpointctl" # only named in env.json; the e2e never runs it
   v() { "$prefix/bin/$1" --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1; }
   printf '{"prefix": "%s", "versions": {"containerd": "%s", "runc": "%s", "criu": "%s", "checkpointctl": "none", "registry": "given"}}\n' \
     "$prefix" "$(v containerd)" "$(v runc)" "$(v criu)" >"$prefix/installed.json"

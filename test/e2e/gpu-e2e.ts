@@ -149,6 +149,7 @@ function readStatus(c: Case): Status | undefined {
 
 async function waitStatus(
   c: Case,
+  containerId: string,
   ok: (s: Status) => boolean,
   what: string,
   timeoutMs = 120_000,
@@ -158,13 +159,35 @@ async function waitStatus(
   while (Date.now() < until) {
     last = readStatus(c);
     if (last && ok(last)) return last;
+    const state = (await cri.containerStatus(containerId).catch(() => undefined))?.status;
+    if (state && state.state !== "CONTAINER_RUNNING" && state.state !== "CONTAINER_CREATED") {
+      throw new Error(
+        `${what}: the container is ${state.state} (exit ${state.exitCode}, ${state.reason} ${state.message}); its output:\n${containerLog(c)}`,
+      );
+    }
     await sleep(50);
   }
-  throw new Error(`${what}: not reached in ${timeoutMs} ms; last status ${JSON.stringify(last)}`);
+  throw new Error(
+    `${what}: not reached in ${timeoutMs} ms; last status ${JSON.stringify(last)}; output:\n${containerLog(c)}`,
+  );
 }
 
-async function pod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
-  return cri.runHostNetworkPod(`${name}-${Date.now() % 100000}`, "kybernate-e2e");
+function containerLog(c: Case): string {
+  try {
+    return readFileSync(join(c.statusDir, "logs", "gpu.log"), "utf8")
+      .split("\n")
+      .slice(-20)
+      .join("\n");
+  } catch {
+    return "(no container log)";
+  }
+}
+
+async function pod(name: string, c: Case): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
+  mkdirSync(join(c.statusDir, "logs"), { recursive: true });
+  return cri.runHostNetworkPod(`${name}-${Date.now() % 100000}`, "kybernate-e2e", {
+    logDirectory: join(c.statusDir, "logs"),
+  });
 }
 
 const ms = (t0: number) => Math.round(performance.now() - t0);
@@ -197,14 +220,15 @@ interface Row {
 
 async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const c = makeCase(gib, `case-${gib}`);
-  const original = await pod(`gpu-${workload}-${gib}`);
+  const original = await pod(`gpu-${workload}-${gib}`, c);
   const id = await cri.createContainer(original.podId, original.config, {
     name: "gpu",
     image: node.image,
+    logPath: "gpu.log",
     ...c.spec,
   });
   await cri.startContainer(id);
-  const before = await waitStatus(c, (s) => s.counter > 3, `${gib} GiB workload running`);
+  const before = await waitStatus(c, id, (s) => s.counter > 3, `${gib} GiB workload running`);
   const archive = join(scratch, `ckpt-${gib}.tar`);
   const mark = kyb.logs.length;
   const t0 = performance.now();
@@ -217,6 +241,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   if (!resumed.ok) throw new Error(`${gib} GiB: GPU not restored after the checkpoint`);
   const goingOn = await waitStatus(
     c,
+    id,
     (s) => s.counter > before.counter + 3 && s.verified > before.verified,
     `${gib} GiB workload continuing after its checkpoint`,
   );
@@ -226,12 +251,15 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   await cri.stopAndRemovePod(original.podId);
 
   const atCheckpoint = before.counter;
-  for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true });
+  for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true, recursive: true });
   if (workload === "torch") writeFileSync(join(c.statusDir, "loss.jsonl"), "");
-  const restored = await pod(`gpu-${workload}-${gib}-restored`);
+  const restored = await pod(`gpu-${workload}-${gib}-restored`, c);
   const mark2 = kyb.logs.length;
   const t1 = performance.now();
-  const rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", c.spec);
+  const rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", {
+    ...c.spec,
+    logPath: "gpu.log",
+  });
   const createMs = ms(t1);
   const t2 = performance.now();
   await cri.startContainer(rid);
@@ -239,6 +267,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const post = await logSince(kyb, mark2, "GPU state restored", (l) => l.action === "post-resume");
   const after = await waitStatus(
     c,
+    rid,
     (s) => s.verified > 0 && s.counter > atCheckpoint,
     `${gib} GiB restored workload`,
   );
@@ -274,10 +303,15 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
 /** The same kind of container without kybernate's stages: the driver alone, then containerd + CRIU alone. */
 async function floor(gib: number): Promise<{ freezeMs: number; criuMs: number; thawMs: number }> {
   const c = makeCase(gib, `floor-${gib}`);
-  const p = await pod(`gpu-floor-${gib}`);
-  const id = await cri.createContainer(p.podId, p.config, { name: "gpu", image: node.image, ...c.spec });
+  const p = await pod(`gpu-floor-${gib}`, c);
+  const id = await cri.createContainer(p.podId, p.config, {
+    name: "gpu",
+    image: node.image,
+    logPath: "gpu.log",
+    ...c.spec,
+  });
   await cri.startContainer(id);
-  await waitStatus(c, (s) => s.counter > 3, `${gib} GiB floor workload running`);
+  await waitStatus(c, id, (s) => s.counter > 3, `${gib} GiB floor workload running`);
   const backend = openBackend({
     kind: opt["gpu-backend"] as "driver" | "binary",
     ...(opt.libcuda ? { libcuda: opt.libcuda } : {}),

@@ -6,12 +6,8 @@ import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
 
 const [socket, command, arg] = process.argv.slice(2);
-const proto = fileURLToPath(
-  new URL(
-    "../../.testnode/prefix/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto",
-    import.meta.url,
-  ),
-);
+// The project's own CRI proto: it is in the tree wherever the scripts are, also on a node given its binaries.
+const proto = fileURLToPath(new URL("../../proto/cri/api.proto", import.meta.url));
 const def = protoLoader.loadSync(proto, { keepCase: true, longs: String, defaults: true });
 const v1 = grpc.loadPackageDefinition(def).runtime.v1;
 const address = `unix://${socket}`;

@@ -33,7 +33,11 @@ export const runCommand: CommandModule<object, RunArgs> = {
   describe: "Run kybernate on this node: the NRI plugin plus the daemon CRIU's hook talks to",
   builder: (yargs: Argv) =>
     yargs
-      .option("nri-socket", { type: "string", default: "/var/run/nri/nri.sock", describe: "containerd's NRI socket" })
+      .option("nri-socket", {
+        type: "string",
+        default: "/var/run/nri/nri.sock",
+        describe: "containerd's NRI socket",
+      })
       .option("index", { type: "string", default: "10", describe: 'plugin index "00"–"99" (call order)' })
       .option("log-level", {
         type: "string",
@@ -42,17 +46,30 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option("select", {
         type: "string",
-        describe: "also treat as GPU containers those matching KEY=VALUE[,…] (container/pod annotations, labels)",
+        describe:
+          "also treat as GPU containers those matching KEY=VALUE[,…] (container/pod annotations, labels)",
       })
-      .option("socket", { type: "string", default: DEFAULT_DAEMON_SOCKET, describe: "the daemon's root-only socket" })
-      .option("state-dir", { type: "string", default: "/var/lib/kybernate", describe: "journal and per-container CRIU configs" })
+      .option("socket", {
+        type: "string",
+        default: DEFAULT_DAEMON_SOCKET,
+        describe: "the daemon's root-only socket",
+      })
+      .option("state-dir", {
+        type: "string",
+        default: "/var/lib/kybernate",
+        describe: "journal and per-container CRIU configs",
+      })
       .option("gpu-backend", { type: "string", default: "auto", choices: ["auto", "driver", "binary"] })
       .option("libcuda", { type: "string", describe: "path of libcuda.so.1 for the driver backend" })
-      .option("cuda-checkpoint", { type: "string", describe: "path of NVIDIA's cuda-checkpoint for the binary backend" })
+      .option("cuda-checkpoint", {
+        type: "string",
+        describe: "path of NVIDIA's cuda-checkpoint for the binary backend",
+      })
       .option("gpu-budget", {
         type: "number",
         default: 90,
-        describe: "seconds the GPU stage of a checkpoint may take; keep it below the caller's timeout (kubelet: 120 s)",
+        describe:
+          "seconds the GPU stage of a checkpoint may take; keep it below the caller's timeout (kubelet: 120 s)",
       })
       .option("lock-timeout", { type: "number", default: 10_000, describe: "the driver's lock timeout, ms" })
       .option("metrics-port", {
@@ -85,10 +102,16 @@ export const runCommand: CommandModule<object, RunArgs> = {
         default: 30,
         describe: "seconds a container may stay frozen after CRIU finished before kybernate thaws it",
       })
-      .option("criu-network-lock", { type: "string", default: "nftables", choices: ["", "iptables", "nftables", "skip"] })
+      .option("criu-network-lock", {
+        type: "string",
+        default: "nftables",
+        choices: ["", "iptables", "nftables", "skip"],
+      })
       .check((args) => {
-        if (!(Number(args.gpuBudget) > 0)) throw new Error("--gpu-budget must be a positive number of seconds");
-        if (!(Number(args.frozenGrace) > 0)) throw new Error("--frozen-grace must be a positive number of seconds");
+        if (!(Number(args.gpuBudget) > 0))
+          throw new Error("--gpu-budget must be a positive number of seconds");
+        if (!(Number(args.frozenGrace) > 0))
+          throw new Error("--frozen-grace must be a positive number of seconds");
         if (!/^\d{1,2}$/.test(args.index)) throw new Error(`--index must be "00"–"99", got "${args.index}"`);
         return true;
       }) as unknown as Argv<RunArgs>,
