@@ -92,7 +92,10 @@ function makeCase(gib: number, name: string): Case {
     command = ["/kyb/fake-cuda-workload", "--mib", String(Math.round(gib * 1024)), "--dir", "/status"];
   } else {
     mounts.push({ containerPath: opt["driver-root"], hostPath: opt["driver-root"], readonly: true });
-    env.LD_LIBRARY_PATH = `${opt["driver-root"]}/lib64`;
+    // The busybox image has no C library: the CUDA program and Python load the host's, read-only.
+    mounts.push({ containerPath: "/lib64", hostPath: "/usr/lib64", readonly: true });
+    mounts.push({ containerPath: "/lib", hostPath: "/usr/lib", readonly: true });
+    env.LD_LIBRARY_PATH = `/lib/x86_64-linux-gnu:${opt["driver-root"]}/lib64`;
     env.NVIDIA_VISIBLE_DEVICES = "all";
     if (workload === "cuda") {
       const bin = opt["workload-bin"] ?? join(repo, "dist/gpu-workload/workload");
@@ -110,9 +113,6 @@ function makeCase(gib: number, name: string): Case {
       for (const m of opt["python-mounts"].split(",").filter(Boolean)) {
         mounts.push({ containerPath: m, hostPath: m, readonly: true });
       }
-      // The busybox image has no /lib64: the host's loader and libraries come from its /usr.
-      mounts.push({ containerPath: "/lib64", hostPath: "/usr/lib64", readonly: true });
-      mounts.push({ containerPath: "/lib", hostPath: "/usr/lib", readonly: true });
       mounts.push({
         containerPath: "/kyb/torch-train.py",
         hostPath: join(repo, "test/e2e/torch-train.py"),
