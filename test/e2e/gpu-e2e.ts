@@ -268,7 +268,8 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const after = await waitStatus(
     c,
     rid,
-    (s) => s.verified > 0 && s.counter > atCheckpoint,
+    // Training: enough steps after the restore to compare many losses with the uninterrupted run.
+    (s) => s.verified > 0 && s.counter > atCheckpoint + (workload === "torch" ? 40 : 0),
     `${gib} GiB restored workload`,
   );
   if (after.verifyFailures)
