@@ -1,31 +1,7 @@
 import { askDaemon } from "../daemon/client.js";
+import type { DaemonStatusData } from "../daemon/protocol.js";
 
-export interface ManagedEntry {
-  id: string;
-  name: string;
-  pod: string;
-  reason: string;
-  restored: boolean;
-  since: string;
-}
-
-export interface LastEntry {
-  containerId: string;
-  action: string;
-  ok: boolean;
-  at: string;
-  error?: string;
-}
-
-export interface BusyEntry {
-  containerId: string;
-  action: string;
-  since: string;
-}
-
-export type DaemonStatus =
-  | { reachable: true; managed: ManagedEntry[]; busy: BusyEntry[]; last: LastEntry[] }
-  | { reachable: false; error: string };
+export type DaemonStatus = ({ reachable: true } & DaemonStatusData) | { reachable: false; error: string };
 
 /**
  * The daemon's view (which containers it manages, what it is doing, how each container's last GPU stage

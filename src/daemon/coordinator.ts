@@ -9,7 +9,7 @@ import type { CheckpointOps, ContainerNames } from "../ops/checkpoint-ops.js";
 import { Freezer } from "./freezer.js";
 import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
-import type { DaemonReply, HookRequest } from "./protocol.js";
+import type { ContainerActivity, DaemonReply, HookRequest, LastOperationStatus } from "./protocol.js";
 
 export interface CoordinatorOptions {
   backend: GpuBackend;
@@ -28,18 +28,8 @@ export interface CoordinatorOptions {
   names?: (containerId: string) => ContainerNames | undefined;
 }
 
-export interface ContainerActivity {
-  containerId: string;
-  action: string;
-  since: string;
-}
-
-export interface LastOperation {
-  containerId: string;
-  action: string;
-  ok: boolean;
-  at: string;
-  error?: string;
+/** What the status reply carries, plus the engine's record of the operation. */
+export interface LastOperation extends LastOperationStatus {
   record?: OperationRecord;
 }
 

@@ -13,6 +13,7 @@ import type { Selector } from "../plugin/selector.js";
 import { version } from "../version.js";
 import { Coordinator } from "./coordinator.js";
 import { Journal } from "./journal.js";
+import type { ManagedContainer } from "./protocol.js";
 import { startDaemonServer } from "./server.js";
 
 export interface DaemonOptions {
@@ -42,15 +43,6 @@ export interface DaemonOpsOptions {
   /** Fixed VRAM estimate per CUDA process, replacing nvidia-smi's numbers. */
   vramEstimateBytes?: number;
   nvidiaSmi?: string;
-}
-
-export interface ManagedContainer {
-  id: string;
-  name: string;
-  pod: string;
-  reason: string;
-  restored: boolean;
-  since: string;
 }
 
 export interface Daemon {

@@ -30,3 +30,38 @@ export interface DaemonReply {
 }
 
 export const DEFAULT_DAEMON_SOCKET = "/run/kybernate/daemon.sock";
+
+// The status reply (`kybernate ps` reads it): the daemon builds it, the CLI parses it. One definition, so
+// the two cannot drift apart.
+
+/** A container the NRI plugin marked for kybernate, and why. */
+export interface ManagedContainer {
+  id: string;
+  name: string;
+  pod: string;
+  reason: string;
+  restored: boolean;
+  since: string;
+}
+
+/** A GPU stage in flight. */
+export interface ContainerActivity {
+  containerId: string;
+  action: string;
+  since: string;
+}
+
+/** How a container's last GPU stage ended. */
+export interface LastOperationStatus {
+  containerId: string;
+  action: string;
+  ok: boolean;
+  at: string;
+  error?: string;
+}
+
+export interface DaemonStatusData {
+  managed: ManagedContainer[];
+  busy: ContainerActivity[];
+  last: LastOperationStatus[];
+}

@@ -3,10 +3,10 @@ import { createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { Logger } from "../log.js";
 import type { Coordinator } from "./coordinator.js";
-import type { DaemonReply, DaemonRequest } from "./protocol.js";
+import type { DaemonReply, DaemonRequest, DaemonStatusData } from "./protocol.js";
 
 /** Status the CLI (`kybernate ps`) shows: what is in flight and how each container's last operation went. */
-export type StatusProvider = () => unknown;
+export type StatusProvider = () => DaemonStatusData;
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 

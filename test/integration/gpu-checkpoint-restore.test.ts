@@ -10,23 +10,20 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
-import { CriClient, type MountSpec } from "../../src/cri/client.js";
+import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { buildDouble } from "../gpu/double/harness.js";
+import {
+  gpuDoubleMounts,
+  kybernateArgsForDouble,
+  type WorkloadStatus,
+  waitForWorkload,
+  workloadStatuses,
+} from "../support/gpu-double-container.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 
 const run = promisify(execFile);
-
-interface WorkloadStatus {
-  pid: number;
-  state: string;
-  counter: number;
-  verified: number;
-  verifyFailures: number;
-  checkpoints: number;
-  restores: number;
-}
 
 let node: TestNode;
 let cri: CriClient;
@@ -35,19 +32,6 @@ let doubleDir: string;
 let kyb: KybernateProcess | undefined;
 const pods: string[] = [];
 
-function kybernateArgs(): string[] {
-  return [
-    "--gpu-backend",
-    "driver",
-    "--libcuda",
-    join(doubleDir, "libcuda.so.1"),
-    "--criu-network-lock",
-    "",
-    "--frozen-grace",
-    "5",
-  ];
-}
-
 async function ensureDaemon(): Promise<KybernateProcess> {
   return kyb ?? startDaemon();
 }
@@ -55,7 +39,7 @@ async function ensureDaemon(): Promise<KybernateProcess> {
 async function startDaemon(stateDir?: string): Promise<KybernateProcess> {
   kyb = await startKybernate({
     nriSocket: node.nriSocket,
-    args: kybernateArgs(),
+    args: kybernateArgsForDouble(doubleDir),
     // The double's control sockets live in the container's /tmp/fake-cuda (its default); the harness module
     // points FAKE_CUDA_DIR elsewhere for plain-process tests.
     env: { FAKE_CUDA_DIR: "/tmp/fake-cuda" },
@@ -70,15 +54,12 @@ async function newPod(name: string): Promise<{ podId: string; config: In<PodSand
   return pod;
 }
 
-function gpuMounts(faultDir?: string): MountSpec[] {
-  const mounts: MountSpec[] = [
-    { containerPath: "/kyb", hostPath: doubleDir, readonly: true },
-    // A regular file where the driver's control node would be: the container is a GPU container by the
-    // same rule as a real one, and the workload holds it open like /dev/nvidiactl.
-    { containerPath: "/dev/nvidiactl", hostPath: join(scratch, "nvidiactl") },
-  ];
-  if (faultDir) mounts.push({ containerPath: "/faults", hostPath: faultDir });
-  return mounts;
+function gpuMounts(faultDir?: string) {
+  return gpuDoubleMounts(
+    doubleDir,
+    join(scratch, "nvidiactl"),
+    faultDir ? [{ containerPath: "/faults", hostPath: faultDir }] : [],
+  );
 }
 
 async function gpuContainer(
@@ -105,36 +86,10 @@ async function gpuContainer(
   return id;
 }
 
-async function statuses(containerId: string): Promise<WorkloadStatus[]> {
-  const { stdout, exitCode } = await cri.exec(
-    containerId,
-    ["sh", "-c", 'for f in /tmp/fake-cuda/*.json; do [ -f "$f" ] && cat "$f" && echo; done'],
-    10,
-  );
-  if (exitCode !== 0) return [];
-  return stdout
-    .split("\n")
-    .filter((line) => line.startsWith("{"))
-    .map((line) => JSON.parse(line) as WorkloadStatus);
-}
+const statuses = (containerId: string): Promise<WorkloadStatus[]> => workloadStatuses(cri, containerId);
 
-async function waitFor(
-  containerId: string,
-  ok: (all: WorkloadStatus[]) => boolean,
-  timeoutMs = 15_000,
-): Promise<WorkloadStatus[]> {
-  const until = Date.now() + timeoutMs;
-  let last: WorkloadStatus[] = [];
-  while (Date.now() < until) {
-    last = await statuses(containerId).catch(() => []);
-    if (last.length > 0 && ok(last)) return last;
-    await sleep(100);
-  }
-  const daemonTail = (kyb?.logs ?? []).slice(-12).map((l) => JSON.stringify(l).slice(0, 300));
-  throw new Error(
-    `workload in ${containerId.slice(0, 12)} never reached the expected state; last: ${JSON.stringify(last)}\nkybernate log:\n${daemonTail.join("\n")}`,
-  );
-}
+const waitFor = (containerId: string, ok: (all: WorkloadStatus[]) => boolean): Promise<WorkloadStatus[]> =>
+  waitForWorkload(cri, containerId, ok, { kybernateLogs: () => kyb?.logs ?? [] });
 
 /** Running on the GPU and making progress: the counter only moves while the "driver" state is RUNNING. */
 async function assertRunningOnGpu(

@@ -5,7 +5,7 @@
  * model, host-RAM admission; then `kybernate uninstall` and the host tree is as before.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -16,21 +16,19 @@ import { CriClient, type MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { packageRoot } from "../../src/paths.js";
 import { buildDouble } from "../gpu/double/harness.js";
+import {
+  gpuDoubleMounts,
+  kybernateArgsForDouble,
+  type WorkloadStatus,
+  waitForWorkload,
+  workloadStatuses,
+} from "../support/gpu-double-container.js";
+import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 
 const run = promisify(execFile);
 const UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
 const UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
-
-interface WorkloadStatus {
-  pid: number;
-  state: string;
-  counter: number;
-  verifyFailures: number;
-  checkpoints: number;
-  restores: number;
-  lastDevicePairs: number;
-}
 
 let node: TestNode;
 let cri: CriClient;
@@ -42,15 +40,9 @@ let doubleDir: string;
 let gpusCsv: string;
 let fakeSmi: string;
 let metricsPort: number;
-let daemon: Daemon | undefined;
+let daemon: KybernateProcess | undefined;
 let hostBefore: string[];
 const pods: string[] = [];
-
-interface Daemon {
-  child: ChildProcess;
-  logs: Array<Record<string, unknown>>;
-  stop(): Promise<void>;
-}
 
 /** Every path under the fake host root with its type and size: what "the host as it was" means here. */
 function tree(root: string): string[] {
@@ -83,68 +75,24 @@ function setGpus(rows: string): void {
 }
 
 /** The installed copy, started as a node's init system would: `<prefix>/bin/kybernate run`. */
-async function startInstalled(extra: string[] = []): Promise<Daemon> {
-  const stateDir = join(scratch, "state");
-  const child = spawn(
-    join(prefix, "bin", "kybernate"),
-    [
-      "run",
-      "--nri-socket",
-      node.nriSocket,
-      "--socket",
-      join(stateDir, "run", "daemon.sock"),
-      "--state-dir",
-      stateDir,
-      "--gpu-backend",
-      "driver",
-      "--libcuda",
-      join(doubleDir, "libcuda.so.1"),
-      "--criu-network-lock",
-      "",
-      "--frozen-grace",
-      "5",
+async function startInstalled(extra: string[] = []): Promise<KybernateProcess> {
+  daemon = await startKybernate({
+    command: [join(prefix, "bin", "kybernate")],
+    nriSocket: node.nriSocket,
+    stateDir: join(scratch, "state"),
+    args: [
+      ...kybernateArgsForDouble(doubleDir),
       "--nvidia-smi",
       fakeSmi,
       "--metrics-port",
       String(metricsPort),
       "--metrics-host",
       "127.0.0.1",
-      "--log-level",
-      "debug",
       ...extra,
     ],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
-  );
-  const logs: Array<Record<string, unknown>> = [];
-  let buffered = "";
-  child.stderr?.setEncoding("utf8");
-  child.stderr?.on("data", (chunk: string) => {
-    buffered += chunk;
-    for (let i = buffered.indexOf("\n"); i >= 0; i = buffered.indexOf("\n")) {
-      const line = buffered.slice(0, i);
-      buffered = buffered.slice(i + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push({ msg: line });
-      }
-    }
+    env: { FAKE_CUDA_DIR: "/tmp/fake-cuda" },
+    startTimeoutMs: 15_000,
   });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const until = Date.now() + 15_000;
-  while (!logs.some((l) => l.msg === "registered with runtime")) {
-    if (Date.now() > until || child.exitCode !== null)
-      throw new Error(`installed kybernate did not register: ${JSON.stringify(logs.slice(-5))}`);
-    await sleep(50);
-  }
-  daemon = {
-    child,
-    logs,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-      await exited;
-    },
-  };
   return daemon;
 }
 
@@ -156,10 +104,7 @@ async function metric(name: string, labels: string): Promise<number> {
 }
 
 function gpuMounts(): MountSpec[] {
-  return [
-    { containerPath: "/kyb", hostPath: doubleDir, readonly: true },
-    { containerPath: "/dev/nvidiactl", hostPath: join(scratch, "nvidiactl") },
-  ];
+  return gpuDoubleMounts(doubleDir, join(scratch, "nvidiactl"));
 }
 
 async function newPod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
@@ -168,33 +113,19 @@ async function newPod(name: string): Promise<{ podId: string; config: In<PodSand
   return pod;
 }
 
-async function statuses(id: string): Promise<WorkloadStatus[]> {
-  const { stdout, exitCode } = await cri.exec(
-    id,
-    ["sh", "-c", 'for f in /tmp/fake-cuda/*.json; do [ -f "$f" ] && cat "$f" && echo; done'],
-    10,
-  );
-  if (exitCode !== 0) return [];
-  return stdout
-    .split("\n")
-    .filter((l) => l.startsWith("{"))
-    .map((l) => JSON.parse(l) as WorkloadStatus);
-}
+const statuses = (id: string): Promise<WorkloadStatus[]> => workloadStatuses(cri, id);
 
+/** The first (only) workload process of the container, once `ok` holds for it. */
 async function waitFor(
   id: string,
   ok: (s: WorkloadStatus) => boolean,
   what: string,
 ): Promise<WorkloadStatus> {
-  const until = Date.now() + 15_000;
-  let last: WorkloadStatus | undefined;
-  while (Date.now() < until) {
-    last = (await statuses(id).catch(() => []))[0];
-    if (last && ok(last)) return last;
-    await sleep(100);
-  }
-  const tail = (daemon?.logs ?? []).slice(-10).map((l) => JSON.stringify(l).slice(0, 300));
-  throw new Error(`${what}: last status ${JSON.stringify(last)}\nkybernate log:\n${tail.join("\n")}`);
+  const [first] = await waitForWorkload(cri, id, ([s]) => s !== undefined && ok(s), {
+    what,
+    kybernateLogs: () => daemon?.logs ?? [],
+  });
+  return first as WorkloadStatus;
 }
 
 /** The counter moves: the workload runs "on the GPU". */
@@ -329,10 +260,11 @@ describe("kybernate installed by its install command", () => {
       mounts: gpuMounts(),
     });
     await cri.startContainer(id);
-    const until = Date.now() + 10_000;
-    while (!daemon?.logs.some((l) => l.containerId === id && /refusing to restore/.test(String(l.error))))
-      if (Date.now() > until) assert.fail("no refusal logged");
-      else await sleep(100);
+    await daemon
+      ?.waitForLog((l) => l.containerId === id && /refusing to restore/.test(String(l.error)), {
+        timeoutMs: 10_000,
+      })
+      .catch((error: Error) => assert.fail(`no refusal logged: ${error.message}`));
     const refusal = daemon?.logs.find((l) => l.containerId === id && l.error);
     assert.match(String(refusal?.error), /NVIDIA H200.*no free GPU of model "NVIDIA H200".*NVIDIA A100/);
     const status = await waitFor(id, (s) => s.state === "checkpointed", "not left checkpointed");

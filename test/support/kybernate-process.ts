@@ -20,17 +20,25 @@ export interface KybernateProcess {
 /** `kybernate run` as a node would run it, as a child process with its own socket and state directory. */
 export async function startKybernate(options: {
   nriSocket: string;
+  /** The executable and its leading arguments; default: this checkout's build under this node. */
+  command?: string[];
   args?: string[];
   stateDir?: string;
   socket?: string;
   env?: NodeJS.ProcessEnv;
+  /** How long it may take to register with the runtime. */
+  startTimeoutMs?: number;
 }): Promise<KybernateProcess> {
   const stateDir = options.stateDir ?? mkdtempSync("/tmp/kyb-state-");
   const socket = options.socket ?? join(stateDir, "run", "daemon.sock");
-  const child = spawn(
+  const [executable = process.execPath, ...leading] = options.command ?? [
     process.execPath,
+    join(packageRoot, "dist/src/cli/main.js"),
+  ];
+  const child = spawn(
+    executable,
     [
-      join(packageRoot, "dist/src/cli/main.js"),
+      ...leading,
       "run",
       "--nri-socket",
       options.nriSocket,
@@ -64,6 +72,12 @@ export async function startKybernate(options: {
     for (const wake of waiters) wake();
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  // "close" comes after the last stderr chunk: a waiter woken by it has seen every line there will be.
+  let closed = false;
+  child.once("close", () => {
+    closed = true;
+    for (const wake of waiters) wake();
+  });
   const proc: KybernateProcess = {
     child,
     socket,
@@ -71,22 +85,30 @@ export async function startKybernate(options: {
     logs,
     waitForLog(match, { timeoutMs = 10_000, since = 0 } = {}) {
       return new Promise((resolve, reject) => {
+        const lastLines = () =>
+          logs
+            .slice(-8)
+            .map((l) => JSON.stringify(l))
+            .join("\n");
         const check = () => {
           const found = logs.slice(since).find(match);
-          if (found) {
+          if (found || closed) {
             clearTimeout(timer);
             waiters.delete(check);
-            resolve(found);
           }
+          if (found) resolve(found);
+          else if (closed)
+            reject(
+              new Error(
+                `kybernate exited (${child.exitCode ?? child.signalCode}) before logging the expected line; last lines:\n${lastLines()}`,
+              ),
+            );
         };
         const timer = setTimeout(() => {
           waiters.delete(check);
           reject(
             new Error(
-              `kybernate did not log the expected line within ${timeoutMs} ms; last lines:\n${logs
-                .slice(-8)
-                .map((l) => JSON.stringify(l))
-                .join("\n")}`,
+              `kybernate did not log the expected line within ${timeoutMs} ms; last lines:\n${lastLines()}`,
             ),
           );
         }, timeoutMs);
@@ -99,6 +121,8 @@ export async function startKybernate(options: {
       await exited;
     },
   };
-  await proc.waitForLog((l) => l.msg === "registered with runtime");
+  await proc.waitForLog((l) => l.msg === "registered with runtime", {
+    timeoutMs: options.startTimeoutMs ?? 10_000,
+  });
   return proc;
 }

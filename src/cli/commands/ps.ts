@@ -1,11 +1,12 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
 import type { Container, PodSandbox } from "../../cri/types.js";
+import type { ContainerActivity, LastOperationStatus } from "../../daemon/protocol.js";
 import type { GpuBackend } from "../../gpu/backend.js";
 import { discoverCudaProcesses } from "../../gpu/discovery.js";
 import { stateName } from "../../gpu/types.js";
 import { exitWithError } from "../cli-error.js";
-import { type BusyEntry, type DaemonStatus, fetchDaemonStatus, type LastEntry } from "../daemon-status.js";
+import { type DaemonStatus, fetchDaemonStatus } from "../daemon-status.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { type GpuBackendArgs, openGpuBackend, withGpuBackend } from "../gpu-options.js";
 import { initPidOf, shortId } from "../resolve.js";
@@ -20,11 +21,11 @@ export interface PsRow {
   managed: boolean;
   reason?: string;
   restored?: boolean;
-  busy?: BusyEntry;
+  busy?: ContainerActivity;
   /** The CUDA processes and their driver states; absent when not asked or not running. */
   cuda?: Array<{ pid: number; state: string }>;
   cudaError?: string;
-  last?: LastEntry;
+  last?: LastOperationStatus;
 }
 
 export interface PsReport {
