@@ -253,6 +253,23 @@ export class GpuEngine {
     if (before !== undefined && after !== undefined) c.rec.vramBytes = Math.max(0, before - after);
   }
 
+  /**
+   * A remap the driver refuses (seen on the H200: CUDA_ERROR_INVALID_VALUE) must not strand the process
+   * CHECKPOINTED: without the map the driver restores it onto the GPUs it was checkpointed from.
+   */
+  private async restoreForRollback(pid: number, deviceMap: DeviceMap | undefined): Promise<void> {
+    try {
+      await this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore });
+    } catch (err) {
+      if (!deviceMap?.length) throw err;
+      this.log.warn(
+        { pid, err: asGpuError(err, pid, "restore").toJSON() },
+        "rollback: restore with the device map failed; restoring onto the original GPUs",
+      );
+      await this.backend.restore(pid, undefined, { deadlineMs: this.deadlines.restore });
+    }
+  }
+
   /** Every process back to RUNNING, from whatever state each is in (asked again: a failed call may have acted). */
   private async rollback(chains: Chain[], deviceMap: DeviceMap | undefined): Promise<RollbackRecord> {
     const t0 = performance.now();
@@ -276,7 +293,7 @@ export class GpuEngine {
               state: now,
             });
           if (now === ProcessState.CHECKPOINTED) {
-            await this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore });
+            await this.restoreForRollback(pid, deviceMap);
             now = ProcessState.LOCKED;
           }
           if (now === ProcessState.LOCKED) {

@@ -72,6 +72,26 @@ for (const { name, make } of backends) {
       });
     }
 
+    test("a device map the driver refuses: the rollback restores onto the original GPUs", async () => {
+      const w = await threeProcesses();
+      const k = w.pids[0] ?? 0;
+      const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
+      assert.equal((await engine.freeze(w.pids)).ok, true);
+      // The thaw's restore and the rollback's first (mapped) restore fail, as the H200 refused a remap.
+      setFault(k, "restore fail 2");
+      const map = [
+        { from: "GPU-11111111-2222-3333-4444-555555555555", to: "GPU-66666666-7777-8888-9999-000000000000" },
+      ];
+      const r = await engine.thaw(w.pids, map);
+      assertRolledBack(r, k, "restore", "CHECKPOINTED", "unknown error");
+      assert.equal(
+        w.status(k).lastDevicePairs,
+        0,
+        "the last restore of the failed process went without the map",
+      );
+      await assertAllRunning(b, w);
+    });
+
     test("a hung checkpoint is cut by its deadline and the set rolled back", async () => {
       const w = await threeProcesses();
       const k = w.pids[2] ?? 0;
