@@ -169,6 +169,21 @@ export class Coordinator {
         };
       }
       if (admission) await ops?.recordCheckpoint(context, record, admission.snapshot);
+    } catch (error) {
+      // Anything unexpected after the driver was touched must not leave the GPU state in host memory with no
+      // watcher to bring it back: undo, and fail this checkpoint cleanly.
+      clog.error({ err: error }, "GPU stage failed unexpectedly; bringing the GPU back");
+      if (entry) {
+        await engine.ensureRunning(entry.pids);
+        await this.options.journal.complete(entry.id);
+      }
+      ops?.result("checkpoint", "failure");
+      record = undefined;
+      entry = undefined;
+      return {
+        reply: this.fail(request, `the GPU stage failed: ${(error as Error).message}`),
+        watching: false,
+      };
     } finally {
       if (wasFrozen) {
         try {
@@ -230,11 +245,20 @@ export class Coordinator {
       clog.info("no checkpointed CUDA process in the restored container");
       return { ok: true, data: { pids: [] } };
     }
-    const plan = await ops?.planRestore({
-      containerId: request.containerId,
-      criuPid: request.criuPid,
-      ...(request.imageDir ? { imageDir: request.imageDir } : {}),
-    });
+    const plan = await ops
+      ?.planRestore({
+        containerId: request.containerId,
+        criuPid: request.criuPid,
+        ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+      })
+      .catch((error: Error) => {
+        // No plan is no reason to leave the processes CHECKPOINTED: restore them where they were.
+        clog.warn(
+          { err: error },
+          "no restore plan (checkpoint metadata unreadable); restoring onto the same GPUs",
+        );
+        return undefined;
+      });
     if (plan && !plan.ok) {
       // The processes stay CHECKPOINTED (their GPU state safe in host memory): a restore onto the wrong
       // GPUs would fail in the driver or, worse, run on a GPU it was not meant for.
