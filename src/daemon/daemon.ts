@@ -14,7 +14,7 @@ import { version } from "../version.js";
 import { Coordinator } from "./coordinator.js";
 import { Journal } from "./journal.js";
 import type { ManagedContainer } from "./protocol.js";
-import { startDaemonServer } from "./server.js";
+import { assertNoLiveDaemon, startDaemonServer } from "./server.js";
 
 export interface DaemonOptions {
   nriSocket: string;
@@ -56,6 +56,7 @@ export interface Daemon {
  */
 export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const { log } = options;
+  await assertNoLiveDaemon(options.daemonSocket);
   const journal = new Journal(join(options.stateDir, "journal"));
   await journal.open();
   const backend = openBackend({

@@ -1,5 +1,5 @@
 import { chmod, mkdir, rm } from "node:fs/promises";
-import { createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import type { Logger } from "../log.js";
 import type { Coordinator } from "./coordinator.js";
@@ -9,6 +9,27 @@ import type { DaemonReply, DaemonRequest, DaemonStatusData } from "./protocol.js
 export type StatusProvider = () => DaemonStatusData;
 
 const MAX_REQUEST_BYTES = 64 * 1024;
+
+/**
+ * Refuses to start beside a live daemon: a second kybernate would take over the hook's socket, and two
+ * kybernate NRI plugins on one containerd make containerd fail every GPU container's creation (both set the
+ * same annotations). A socket nobody answers on is what a crashed daemon left: it is replaced.
+ */
+export async function assertNoLiveDaemon(socketPath: string): Promise<void> {
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connect(socketPath);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once("error", () => resolve(false));
+  });
+  if (live) {
+    throw new Error(
+      `another kybernate daemon is already serving ${socketPath}: stop it first (one kybernate per node: two would both adjust every GPU container, and containerd refuses that)`,
+    );
+  }
+}
 
 /**
  * The root-only socket through which CRIU's action hook asks the daemon for GPU state changes. Only root
