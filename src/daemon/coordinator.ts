@@ -77,6 +77,7 @@ export class Coordinator {
         keepBusy = result.watching;
         return result.reply;
       }
+      if (request.action === "pre-restore") return await this.preRestore(request);
       return await this.postResume(request);
     } finally {
       if (!keepBusy) this.busy.delete(request.containerId);
@@ -216,6 +217,35 @@ export class Coordinator {
     );
     this.watch(watching, freezer, criu);
     return { reply: { ok: true, data: { pids: entry.pids, record } }, watching: true };
+  }
+
+  /**
+   * Before CRIU creates any process: a checkpoint this node cannot restore (another GPU model, too few GPUs,
+   * a driver too old to remap) is refused here, where a failure still fails StartContainer cleanly. At
+   * post-resume runc would ignore it and leave the processes CHECKPOINTED.
+   */
+  private async preRestore(request: HookRequest): Promise<DaemonReply> {
+    const ops = this.options.ops;
+    if (!ops) return { ok: true };
+    const plan = await ops
+      .planRestore({
+        containerId: request.containerId,
+        criuPid: request.criuPid,
+        ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+      })
+      .catch((error: Error) => {
+        // Unreadable metadata (an archive from before kybernate wrote it) is no reason to refuse.
+        this.options.log.warn(
+          { containerId: request.containerId, err: error },
+          "no restore plan at pre-restore",
+        );
+        return undefined;
+      });
+    if (plan && !plan.ok) {
+      ops.result("restore", "refused");
+      return this.fail(request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
+    }
+    return { ok: true };
   }
 
   /** After `runc restore`: the processes run again but their GPU state is still in host memory. */

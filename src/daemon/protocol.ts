@@ -1,13 +1,13 @@
 // The hook ↔ daemon protocol: one JSON request line, one JSON reply line, over a root-only unix socket.
 // Kept tiny because the hook runs while a container is frozen.
 
-export type HookAction = "pre-dump" | "post-resume";
+export type HookAction = "pre-dump" | "pre-restore" | "post-resume";
 
 export interface HookRequest {
   kind: "hook";
   action: HookAction;
   containerId: string;
-  /** Host pid of the container's init (CRTOOLS_INIT_PID). */
+  /** Host pid of the container's init (CRTOOLS_INIT_PID); 0 at pre-restore, before any process exists. */
   initPid: number;
   /** The CRIU process running the hook: its exit tells the daemon the dump is over. */
   criuPid: number;

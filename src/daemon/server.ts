@@ -93,10 +93,14 @@ function parseRequest(line: string): DaemonRequest {
   const request = value as Partial<DaemonRequest> & Record<string, unknown>;
   if (request.kind === "status") return { kind: "status" };
   if (request.kind !== "hook") throw new Error(`unknown request kind "${String(request.kind)}"`);
-  if (request.action !== "pre-dump" && request.action !== "post-resume") {
+  if (request.action !== "pre-dump" && request.action !== "pre-restore" && request.action !== "post-resume") {
     throw new Error(`unknown hook action "${String(request.action)}"`);
   }
-  for (const field of ["initPid", "criuPid", "deadlineMs"] as const) {
+  const fields =
+    request.action === "pre-restore"
+      ? (["criuPid", "deadlineMs"] as const)
+      : (["initPid", "criuPid", "deadlineMs"] as const);
+  for (const field of fields) {
     if (!Number.isInteger(request[field]) || (request[field] as number) <= 0) {
       throw new Error(`hook request field ${field} must be a positive integer`);
     }

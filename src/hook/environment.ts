@@ -1,6 +1,6 @@
 import { DEFAULT_DAEMON_SOCKET, type HookRequest } from "../daemon/protocol.js";
 
-const ACTIONS = new Set(["pre-dump", "post-resume"]);
+const ACTIONS = new Set(["pre-dump", "pre-restore", "post-resume"]);
 
 /** The hook's request, read from what CRIU and the per-container action script put in the environment. */
 export function requestFromEnvironment(
@@ -21,9 +21,10 @@ export function requestFromEnvironment(
       `KYBERNATE_CONTAINER_ID="${containerId}" is not a container id: run the hook through the action script kybernate writes per container`,
     );
   }
-  const initPidText = env.CRTOOLS_INIT_PID ?? "";
+  // At pre-restore no process exists yet: CRIU sets no init pid.
+  const initPidText = action === "pre-restore" ? "0" : (env.CRTOOLS_INIT_PID ?? "");
   const initPid = Number(initPidText);
-  if (!/^\d+$/.test(initPidText) || initPid <= 1) {
+  if (action !== "pre-restore" && (!/^\d+$/.test(initPidText) || initPid <= 1)) {
     throw new Error(`CRTOOLS_INIT_PID="${initPidText}" is not a process id (CRIU sets it at ${action})`);
   }
   const deadlineText = env.KYBERNATE_HOOK_TIMEOUT_MS ?? "120000";

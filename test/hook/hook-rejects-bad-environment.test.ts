@@ -3,7 +3,8 @@
  * exit, and no effect (it never reaches a daemon). Run as CRIU runs it: the hooks/ script, env only.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -84,13 +85,35 @@ for (const { name, env, error } of cases) {
 }
 
 test("stages kybernate does not need return at once without starting node", () => {
-  for (const action of ["pre-restore", "post-dump", "network-lock", "post-restore", "some-future-action"]) {
+  for (const action of ["post-dump", "network-lock", "post-restore", "pre-resume", "some-future-action"]) {
     const result = spawnSync(hook, [], {
       env: { CRTOOLS_SCRIPT_ACTION: action, KYBERNATE_NODE: "/nonexistent/node" },
       encoding: "utf8",
     });
     assert.equal(result.status, 0, `${action}: ${result.stderr}`);
   }
+});
+
+test("pre-restore needs no init pid (no process exists yet) and asks the daemon", async () => {
+  const before = connections;
+  // Not spawnSync: the stand-in daemon in this process must be free to accept the hook's connection.
+  const child = spawn(hook, [], {
+    env: {
+      PATH: process.env.PATH ?? "",
+      KYBERNATE_NODE: process.execPath,
+      KYBERNATE_SOCKET: socket,
+      CRTOOLS_SCRIPT_ACTION: "pre-restore",
+      KYBERNATE_CONTAINER_ID: "abc123",
+    },
+  });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const [status] = (await once(child, "exit")) as [number];
+  assert.equal(connections, before + 1, "the hook asked the daemon");
+  assert.equal(status, 1, "this test's daemon hangs up without answering");
+  assert.match(stderr, /pre-restore of container abc123 failed: .*kybernate daemon on .*daemon\.sock/);
 });
 
 test("an unreachable daemon fails the stage with a message saying why", () => {

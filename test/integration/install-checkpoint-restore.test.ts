@@ -253,13 +253,13 @@ describe("kybernate installed by its install command", () => {
     assert.equal(await metric("kybernate_restores_total", 'result="success"'), 1);
   });
 
-  test("restore onto another GPU model is refused with a clear error; the GPU state stays in host memory", async () => {
+  test("restore onto another GPU model is refused at pre-restore: StartContainer fails, nothing is restored", async () => {
     setGpus(`0, ${UUID_B}, NVIDIA A100-SXM4-80GB, 81920, 580.159.04, Enabled\n`);
     const pod = await newPod("inst-refused");
     const id = await cri.restoreFromArchive(pod.podId, pod.config, join(scratch, "a.tar"), "cuda", {
       mounts: gpuMounts(),
     });
-    await cri.startContainer(id);
+    await assert.rejects(cri.startContainer(id), /criu failed|restore/i);
     await daemon
       ?.waitForLog((l) => l.containerId === id && /refusing to restore/.test(String(l.error)), {
         timeoutMs: 10_000,
@@ -267,8 +267,8 @@ describe("kybernate installed by its install command", () => {
       .catch((error: Error) => assert.fail(`no refusal logged: ${error.message}`));
     const refusal = daemon?.logs.find((l) => l.containerId === id && l.error);
     assert.match(String(refusal?.error), /NVIDIA H200.*no free GPU of model "NVIDIA H200".*NVIDIA A100/);
-    const status = await waitFor(id, (s) => s.state === "checkpointed", "not left checkpointed");
-    assert.equal(status.restores, 0);
+    assert.match(String(refusal?.error), /nothing was restored/);
+    assert.notEqual((await cri.containerStatus(id)).status?.state, "CONTAINER_RUNNING");
     assert.equal(await metric("kybernate_restores_total", 'result="refused"'), 1);
     setGpus(`0, ${UUID_A}, NVIDIA H200, 143771, 580.159.04, Enabled\n`);
   });
