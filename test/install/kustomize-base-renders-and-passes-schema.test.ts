@@ -17,7 +17,9 @@ import { packageRoot } from "../../src/paths.js";
 const base = join(packageRoot, "install", "kubernetes");
 
 function render(): string {
+  // The test node's prefix brings Debian's kustomize (a bare machine may have neither it nor kubectl).
   const attempts: Array<[string, string[]]> = [
+    [join(packageRoot, ".testnode", "prefix", "bin", "kustomize"), ["build", base]],
     ["kustomize", ["build", base]],
     ["kubectl", ["kustomize", base]],
   ];

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Assembles the test node's private prefix ($TN/prefix) from Debian packages, without installing anything
-# on the host: containerd 2.1+, runc 1.3+, CRIU 4.2+ and checkpointctl from Debian testing, docker-registry,
+# on the host: containerd 2.1+, runc 1.3+, CRIU 4.2+ and checkpointctl and kustomize (the DaemonSet render test) from Debian testing, docker-registry,
 # busybox-static and patchelf from Debian 12, and the upstream NRI/CRI protos. runc, CRIU and checkpointctl
 # need a newer glibc than Debian 12's, so they are patched to run on the prefix's own copy of it.
 # Usage: bash test/node/install-prefix.sh   (up.sh calls it when the prefix is missing or incomplete)
@@ -11,7 +11,7 @@ SUITE=${KYBERNATE_TESTNODE_SUITE:-forky}
 STABLE=${KYBERNATE_TESTNODE_STABLE:-bookworm}
 APT=$TN/apt
 
-testing_pkgs=(containerd runc criu checkpointctl golang-github-containerd-nri-dev golang-k8s-cri-api-dev
+testing_pkgs=(containerd runc criu checkpointctl kustomize golang-github-containerd-nri-dev golang-k8s-cri-api-dev
   libcompel1 libc6 libseccomp2 libgnutls30t64 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libnet9 libuuid1
   libnettle8t64 libhogweed6t64 libgmp10 libidn2-0 libp11-kit0 libtasn1-6 libunistring5 libffi8 libmnl0 libnftnl11
   libjansson4 libxtables12 libmd0 libedit2 libtinfo6 libbrotli1 libzstd1 zlib1g iptables libip4tc2 libip6tc2
@@ -50,7 +50,7 @@ cp -a "$x/usr/lib/x86_64-linux-gnu/." "$P/lib/"
 rm -rf "$P/lib/gconv" "$P/lib/audit"
 cp "$x/usr/bin/containerd" "$x/usr/bin/containerd-shim-runc-v2" "$x/usr/bin/ctr" "$x/usr/sbin/runc" \
   "$x/usr/sbin/criu" "$x/usr/bin/checkpointctl" "$x/usr/bin/docker-registry" "$x/usr/bin/patchelf" \
-  "$x/usr/sbin/xtables-nft-multi" "$P/bin/"
+  "$x/usr/sbin/xtables-nft-multi" "$x/usr/bin/kustomize" "$P/bin/"
 cp "$x/bin/busybox" "$P/bin/busybox" 2>/dev/null || cp "$x/usr/bin/busybox" "$P/bin/busybox"
 # CRIU locks the network of a container with its own namespace through iptables-restore (found on PATH).
 for t in iptables iptables-restore iptables-save ip6tables ip6tables-restore ip6tables-save; do

@@ -25,7 +25,7 @@ put() { # path <content on stdin> -> exit 0 when the file changed
 prefix_ok() {
   [ -f "$PREFIX/installed.json" ] && grep -qF "\"prefix\": \"$PREFIX\"" "$PREFIX/installed.json" || return 1
   local b
-  for b in containerd containerd-shim-runc-v2 ctr runc criu checkpointctl docker-registry busybox; do
+  for b in containerd containerd-shim-runc-v2 ctr runc criu checkpointctl docker-registry busybox kustomize; do
     [ -x "$PREFIX/bin/$b" ] || return 1
   done
   [ -f "$PREFIX/share/gocode/src/github.com/containerd/nri/pkg/api/api.proto" ] &&
