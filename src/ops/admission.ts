@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { GpuProbe } from "./nvidia-smi.js";
+import type { ComputeApp } from "./nvidia-smi.js";
 
 const MiB = 1024 * 1024;
 
@@ -12,8 +12,12 @@ export interface VramEstimate {
   source: string;
 }
 
-/** How much VRAM a freeze of these pids will copy into host memory. Injectable: the GPU double has no NVML. */
-export type VramEstimator = (pids: number[]) => Promise<VramEstimate>;
+/**
+ * How much VRAM a freeze of these pids will copy into host memory, given nvidia-smi's compute apps (already
+ * queried once for the checkpoint's metadata: not asked again while the checkpoint waits). Injectable: the GPU
+ * double has no nvidia-smi.
+ */
+export type VramEstimator = (pids: number[], apps: ComputeApp[]) => Promise<VramEstimate>;
 
 /** A fixed number per CUDA process (nodes without nvidia-smi; tests). */
 export function fixedEstimator(bytesPerProcess: number): VramEstimator {
@@ -25,9 +29,8 @@ export function fixedEstimator(bytesPerProcess: number): VramEstimator {
 }
 
 /** nvidia-smi's per-process used memory: the driver's own accounting of what a checkpoint moves. */
-export function probeEstimator(probe: GpuProbe): VramEstimator {
-  return async (pids) => {
-    const apps = await probe.computeApps();
+export function computeAppsEstimator(): VramEstimator {
+  return async (pids, apps) => {
     if (apps.length === 0) return { perPid: pids.map((pid) => ({ pid })), source: "nvidia-smi (no data)" };
     const perPid = pids.map((pid) => {
       const mine = apps.filter((a) => a.pid === pid);

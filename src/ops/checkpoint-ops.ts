@@ -3,9 +3,9 @@ import type { Logger } from "../log.js";
 import {
   type AdmissionVerdict,
   cgroupRoomBytes,
+  computeAppsEstimator,
   decideAdmission,
   memAvailableBytes,
-  probeEstimator,
   type VramEstimator,
 } from "./admission.js";
 import {
@@ -69,7 +69,7 @@ export class NodeOps implements CheckpointOps {
   private readonly estimator: VramEstimator;
 
   constructor(private readonly options: NodeOpsOptions) {
-    this.estimator = options.estimator ?? probeEstimator(options.probe);
+    this.estimator = options.estimator ?? computeAppsEstimator();
   }
 
   async admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }> {
@@ -80,7 +80,7 @@ export class NodeOps implements CheckpointOps {
     const snapshot = { inventory, apps };
     if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, snapshot };
     const [estimate, memAvailable, cgroup] = await Promise.all([
-      this.estimator(ctx.pids),
+      this.estimator(ctx.pids, apps),
       (this.options.memAvailable ?? memAvailableBytes)(),
       cgroupRoomBytes(ctx.initPid),
     ]);

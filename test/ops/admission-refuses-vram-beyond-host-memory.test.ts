@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { silentLogger } from "../../src/log.js";
-import { decideAdmission, fixedEstimator, probeEstimator } from "../../src/ops/admission.js";
+import { computeAppsEstimator, decideAdmission, fixedEstimator } from "../../src/ops/admission.js";
 import { NodeOps } from "../../src/ops/checkpoint-ops.js";
 
 const MiB = 1024 * 1024;
@@ -64,10 +64,10 @@ test("estimators: nvidia-smi's per-pid numbers (other pids ignored) and a fixed 
       { pid: 99, gpuUuid: "GPU-a", usedBytes: 999 * MiB },
     ],
   };
-  const est = await probeEstimator(probe)([10, 11]);
+  const est = await computeAppsEstimator()([10, 11], await probe.computeApps());
   assert.equal(est.bytes, 150 * MiB);
   assert.deepEqual(est.perPid, [{ pid: 10, bytes: 150 * MiB }, { pid: 11 }]);
-  assert.equal((await fixedEstimator(MiB)([1, 2, 3])).bytes, 3 * MiB);
+  assert.equal((await fixedEstimator(MiB)([1, 2, 3], [])).bytes, 3 * MiB);
 });
 
 test("NodeOps.admit with an injected estimate above MemAvailable refuses; admission off admits", async () => {
