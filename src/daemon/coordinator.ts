@@ -6,6 +6,7 @@ import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
 import { type DeviceMap, ProcessState } from "../gpu/types.js";
 import type { Logger } from "../log.js";
 import type { CheckpointOps, ContainerNames } from "../ops/checkpoint-ops.js";
+import type { RestorePlan } from "../ops/gpu-metadata.js";
 import { Freezer } from "./freezer.js";
 import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
@@ -42,6 +43,8 @@ export class Coordinator {
   private readonly busy = new Map<string, ContainerActivity>();
   private readonly last = new Map<string, LastOperation>();
   private readonly watchers = new Set<Promise<void>>();
+  /** Plans made at pre-restore, used at the post-resume that follows: one metadata read and GPU query a restore. */
+  private readonly plans = new Map<string, RestorePlan | undefined>();
   private closing = false;
 
   constructor(private readonly options: CoordinatorOptions) {}
@@ -227,25 +230,34 @@ export class Coordinator {
   private async preRestore(request: HookRequest): Promise<DaemonReply> {
     const ops = this.options.ops;
     if (!ops) return { ok: true };
-    const plan = await ops
-      .planRestore({
+    const plan = await this.planRestore(
+      request,
+      this.options.log.child({ containerId: request.containerId }),
+    );
+    if (plan && !plan.ok) {
+      ops.result("restore", "refused");
+      return this.fail(request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
+    }
+    this.plans.set(request.containerId, plan);
+    return { ok: true };
+  }
+
+  /** The compatibility plan; no plan (metadata unreadable) means "restore onto the same GPUs". */
+  private async planRestore(request: HookRequest, clog: Logger): Promise<RestorePlan | undefined> {
+    return this.options.ops
+      ?.planRestore({
         containerId: request.containerId,
         criuPid: request.criuPid,
         ...(request.imageDir ? { imageDir: request.imageDir } : {}),
       })
       .catch((error: Error) => {
-        // Unreadable metadata (an archive from before kybernate wrote it) is no reason to refuse.
-        this.options.log.warn(
-          { containerId: request.containerId, err: error },
-          "no restore plan at pre-restore",
+        // An archive kybernate wrote no metadata into is no reason to refuse, nor to leave processes CHECKPOINTED.
+        clog.warn(
+          { err: error },
+          "no restore plan (checkpoint metadata unreadable); restoring onto the same GPUs",
         );
         return undefined;
       });
-    if (plan && !plan.ok) {
-      ops.result("restore", "refused");
-      return this.fail(request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
-    }
-    return { ok: true };
   }
 
   /** After `runc restore`: the processes run again but their GPU state is still in host memory. */
@@ -257,6 +269,9 @@ export class Coordinator {
     });
     const ops = this.options.ops;
     const engine = this.engine(this.options.gpuBudgetMs);
+    const planned = this.plans.has(request.containerId);
+    const prePlan = this.plans.get(request.containerId);
+    this.plans.delete(request.containerId);
     let pids: number[];
     try {
       const found = await discoverCudaProcesses({
@@ -275,20 +290,8 @@ export class Coordinator {
       clog.info("no checkpointed CUDA process in the restored container");
       return { ok: true, data: { pids: [] } };
     }
-    const plan = await ops
-      ?.planRestore({
-        containerId: request.containerId,
-        criuPid: request.criuPid,
-        ...(request.imageDir ? { imageDir: request.imageDir } : {}),
-      })
-      .catch((error: Error) => {
-        // No plan is no reason to leave the processes CHECKPOINTED: restore them where they were.
-        clog.warn(
-          { err: error },
-          "no restore plan (checkpoint metadata unreadable); restoring onto the same GPUs",
-        );
-        return undefined;
-      });
+    // Planned at pre-restore; planned here only when that stage did not run (a CRIU config written before it).
+    const plan = planned ? prePlan : await this.planRestore(request, clog);
     if (plan && !plan.ok) {
       // The processes stay CHECKPOINTED (their GPU state safe in host memory): a restore onto the wrong
       // GPUs would fail in the driver or, worse, run on a GPU it was not meant for.
