@@ -12,6 +12,9 @@ import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
 import type { ContainerActivity, DaemonReply, HookRequest, LastOperationStatus } from "./protocol.js";
 
+/** On shutdown, how long watchers may still wait for a container's resume before leaving it to the journal. */
+const CLOSE_GRACE_MS = 5000;
+
 export interface CoordinatorOptions {
   backend: GpuBackend;
   journal: Journal;
@@ -45,7 +48,8 @@ export class Coordinator {
   private readonly watchers = new Set<Promise<void>>();
   /** Plans made at pre-restore, used at the post-resume that follows: one metadata read and GPU query a restore. */
   private readonly plans = new Map<string, RestorePlan | undefined>();
-  private closing = false;
+  /** Set by close(): watchers keep going until then, so a resume that is already coming is still handled. */
+  private giveUpAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly options: CoordinatorOptions) {}
 
@@ -371,11 +375,13 @@ export class Coordinator {
       action: "resume",
     });
     const t0 = performance.now();
-    while (criu && (await isSameProcess(criu)) && !this.closing) await sleep(pollMs);
+    const stopping = () => performance.now() > this.giveUpAt;
+    while (criu && (await isSameProcess(criu)) && !stopping()) await sleep(pollMs);
     const criuDone = performance.now();
     let frozenSince: number | undefined;
     for (;;) {
-      if (this.closing) return;
+      // What is left unfinished stays in the journal: the next start repairs it.
+      if (stopping()) return;
       const alive = (
         await Promise.all(entry.pids.map(async (pid) => ((await identify(pid)) ? pid : 0)))
       ).filter(Boolean);
@@ -451,7 +457,7 @@ export class Coordinator {
   }
 
   async close(): Promise<void> {
-    this.closing = true;
+    this.giveUpAt = performance.now() + CLOSE_GRACE_MS;
     await Promise.all(this.watchers);
   }
 
