@@ -25,9 +25,14 @@ after(() => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
+/** What CRIU's environment and the per-container action script give the hook, plus the case's own. */
+function hookEnv(env: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? "", KYBERNATE_NODE: process.execPath, KYBERNATE_SOCKET: socket, ...env };
+}
+
 function runHook(env: Record<string, string>): { status: number | null; stderr: string } {
   const result = spawnSync(hook, [], {
-    env: { PATH: process.env.PATH ?? "", KYBERNATE_NODE: process.execPath, KYBERNATE_SOCKET: socket, ...env },
+    env: hookEnv(env),
     encoding: "utf8",
     timeout: 10_000,
   });
@@ -98,13 +103,7 @@ test("pre-restore needs no init pid (no process exists yet) and asks the daemon"
   const before = connections;
   // Not spawnSync: the stand-in daemon in this process must be free to accept the hook's connection.
   const child = spawn(hook, [], {
-    env: {
-      PATH: process.env.PATH ?? "",
-      KYBERNATE_NODE: process.execPath,
-      KYBERNATE_SOCKET: socket,
-      CRTOOLS_SCRIPT_ACTION: "pre-restore",
-      KYBERNATE_CONTAINER_ID: "abc123",
-    },
+    env: hookEnv({ CRTOOLS_SCRIPT_ACTION: "pre-restore", KYBERNATE_CONTAINER_ID: "abc123" }),
   });
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
