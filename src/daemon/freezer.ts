@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { readProcCgroups } from "../gpu/discovery.js";
 
 const CGROUP_ROOT = "/sys/fs/cgroup";
 
@@ -16,23 +17,12 @@ export class Freezer {
   ) {}
 
   static async ofPid(pid: number): Promise<Freezer> {
-    let text: string;
-    try {
-      text = await readFile(`/proc/${pid}/cgroup`, "utf8");
-    } catch {
-      throw new Error(`process ${pid} is gone (no /proc/${pid}/cgroup)`);
-    }
-    const lines = text.trim().split("\n");
-    const parsed = lines.map((line) => {
-      const a = line.indexOf(":");
-      const b = line.indexOf(":", a + 1);
-      return { controllers: line.slice(a + 1, b).split(","), path: line.slice(b + 1) };
-    });
-    const v1 = parsed.find((entry) => entry.controllers.includes("freezer"));
+    const parsed = await readProcCgroups(pid);
+    const v1 = parsed.find((entry) => entry.controllers.split(",").includes("freezer"));
     if (v1 && existsSync(join(CGROUP_ROOT, "freezer", v1.path, "freezer.state"))) {
       return new Freezer(join(CGROUP_ROOT, "freezer", v1.path), 1);
     }
-    const v2 = parsed.find((entry) => entry.controllers.length === 1 && entry.controllers[0] === "");
+    const v2 = parsed.find((entry) => entry.controllers === "");
     if (v2 && v2.path !== "/" && existsSync(join(CGROUP_ROOT, v2.path, "cgroup.freeze"))) {
       return new Freezer(join(CGROUP_ROOT, v2.path), 2);
     }

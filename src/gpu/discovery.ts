@@ -37,21 +37,7 @@ export function resolveCgroupDir(cgroup: string): string {
  * process on the machine.
  */
 export async function cgroupOfPid(pid: number): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(`/proc/${pid}/cgroup`, "utf8");
-  } catch {
-    throw new Error(`pid ${pid} not found (no /proc/${pid}/cgroup): is the container running?`);
-  }
-  // Lines are "N:controllers:path"; v2's line has no controllers ("0::/path").
-  const entries = text
-    .trim()
-    .split("\n")
-    .map((line) => {
-      const a = line.indexOf(":");
-      const b = line.indexOf(":", a + 1);
-      return { controllers: line.slice(a + 1, b), path: line.slice(b + 1) };
-    });
+  const entries = await readProcCgroups(pid);
   const v2 = entries.find((e) => e.controllers === "")?.path;
   if (v2 && v2 !== "/") {
     for (const root of [cgroupRoot, join(cgroupRoot, "unified")]) {
@@ -67,6 +53,24 @@ export async function cgroupOfPid(pid: number): Promise<string> {
     }
   }
   throw new Error(`pid ${pid} is in the root cgroup: give its pids with --pid instead of its cgroup`);
+}
+
+/** /proc/PID/cgroup: one entry per hierarchy, "N:controllers:path"; v2's has no controllers ("0::/path"). */
+export async function readProcCgroups(pid: number): Promise<Array<{ controllers: string; path: string }>> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/cgroup`, "utf8");
+  } catch {
+    throw new Error(`pid ${pid} not found (no /proc/${pid}/cgroup): is the container running?`);
+  }
+  return text
+    .trim()
+    .split("\n")
+    .map((line) => {
+      const a = line.indexOf(":");
+      const b = line.indexOf(":", a + 1);
+      return { controllers: line.slice(a + 1, b), path: line.slice(b + 1) };
+    });
 }
 
 /** Every pid of a cgroup directory and of the cgroups below it. */
