@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface CriuConfigOptions {
@@ -71,4 +71,10 @@ export async function writeCriuFiles(
 
 export async function removeCriuFiles(stateDir: string, containerId: string): Promise<void> {
   await rm(criuFilesFor(stateDir, containerId).dir, { recursive: true, force: true });
+}
+
+/** Containers with CRIU files under the state directory (one subdirectory each). */
+export async function containersWithCriuFiles(stateDir: string): Promise<string[]> {
+  const entries = await readdir(stateDir, { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory()).map((e) => e.name);
 }

@@ -8,7 +8,12 @@ import {
   type PodSandbox,
 } from "../nri/types.js";
 import { version } from "../version.js";
-import { type CriuConfigOptions, removeCriuFiles, writeCriuFiles } from "./criu-config.js";
+import {
+  type CriuConfigOptions,
+  containersWithCriuFiles,
+  removeCriuFiles,
+  writeCriuFiles,
+} from "./criu-config.js";
 import { classifyContainer } from "./gpu-container.js";
 import type { Selector } from "./selector.js";
 
@@ -58,6 +63,23 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
       );
       options.onManaged?.(pod, container, reason);
       return { annotations: { [VERSION_ANNOTATION]: version, [CRIU_CONFIG_ANNOTATION]: files.config } };
+    },
+    /**
+     * After a (re)start: the GPU containers that still exist are managed again (their CRIU files were written
+     * when they were created), and the files of containers removed while kybernate was away are deleted.
+     */
+    async synchronize(pods: PodSandbox[], containers: Container[]): Promise<void> {
+      const podById = new Map(pods.map((pod) => [pod.id, pod]));
+      const withFiles = new Set(await containersWithCriuFiles(options.criu.stateDir));
+      const alive = new Set(containers.map((c) => c.id));
+      for (const container of containers) {
+        const pod = podById.get(container.podSandboxId);
+        if (pod && withFiles.has(container.id))
+          options.onManaged?.(pod, container, "CRIU hook configured earlier");
+      }
+      for (const id of withFiles) {
+        if (!alive.has(id)) await removeCriuFiles(options.criu.stateDir, id);
+      }
     },
     async event({ event, container }: LifecycleEvent): Promise<void> {
       if (event !== NriEvent.RemoveContainer || !container) return;
