@@ -456,6 +456,59 @@ export class Coordinator {
     }
   }
 
+  /**
+   * After a (re)start: GPU processes sitting LOCKED or CHECKPOINTED in a container that runs (thawed, not
+   * traced) missed their thaw while no daemon was there: a post-resume hook that could not reach it (runc
+   * ignores that failure), or a resume nobody watched. Containers frozen or traced are mid-checkpoint: the
+   * journal and its watcher own those.
+   */
+  async repairStranded(containers: Array<{ containerId: string; initPid: number }>): Promise<void> {
+    for (const { containerId, initPid } of containers) {
+      if (initPid <= 1 || this.busy.has(containerId)) continue;
+      const clog = this.options.log.child({
+        containerId,
+        ...this.options.names?.(containerId),
+        action: "repair",
+      });
+      try {
+        const found = await discoverCudaProcesses({ initPid, backend: this.options.backend, mode: "any" });
+        const stranded = found.cuda
+          .filter((p) => p.state === ProcessState.LOCKED || p.state === ProcessState.CHECKPOINTED)
+          .map((p) => p.pid);
+        if (stranded.length === 0) continue;
+        if (await (await Freezer.ofPid(initPid)).isFrozen()) continue;
+        const tracers = await Promise.all(stranded.map((pid) => tracerOf(pid)));
+        if (tracers.some((t) => (t ?? 0) !== 0)) continue;
+        if (this.busy.has(containerId)) continue;
+        this.busy.set(containerId, { containerId, action: "repair", since: new Date().toISOString() });
+        try {
+          clog.warn(
+            { pids: stranded },
+            "GPU processes left locked or checkpointed while the container runs; repairing",
+          );
+          const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), stranded, clog);
+          if (record.ok) this.options.ops?.repaired("recovery", stranded.length);
+          this.last.set(containerId, {
+            containerId,
+            action: "repair",
+            ok: record.ok,
+            at: new Date().toISOString(),
+            record,
+            ...(record.ok ? {} : { error: describeFailure(record) }),
+          });
+          clog.info(
+            { pids: stranded, ok: record.ok },
+            record.ok ? "GPU state repaired" : "GPU state NOT repaired",
+          );
+        } finally {
+          this.busy.delete(containerId);
+        }
+      } catch (error) {
+        clog.warn({ err: error }, "could not check the container for stranded GPU state");
+      }
+    }
+  }
+
   async close(): Promise<void> {
     this.giveUpAt = performance.now() + CLOSE_GRACE_MS;
     await Promise.all(this.watchers);

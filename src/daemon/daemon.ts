@@ -128,6 +128,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         since: new Date().toISOString(),
       }),
     onRemoved: (id) => managed.delete(id),
+    // In the background: registration must not wait on driver calls.
+    onSynchronized: (containers) =>
+      void coordinator.repairStranded(containers.map((c) => ({ containerId: c.id, initPid: c.pid }))),
   });
   const stub = new NriStub(handlers, {
     socketPath: options.nriSocket,

@@ -29,6 +29,8 @@ export interface PluginOptions {
   /** Told of each container kybernate takes care of (for `kybernate ps`). */
   onManaged?(pod: PodSandbox, container: Container, reason: string): void;
   onRemoved?(containerId: string): void;
+  /** After each (re)synchronize: the GPU containers that still exist, with their init pids. */
+  onSynchronized?(gpuContainers: Container[]): void;
 }
 
 /**
@@ -72,11 +74,12 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
       const podById = new Map(pods.map((pod) => [pod.id, pod]));
       const withFiles = new Set(await containersWithCriuFiles(options.criu.stateDir));
       const alive = new Set(containers.map((c) => c.id));
-      for (const container of containers) {
+      const surviving = containers.filter((c) => withFiles.has(c.id));
+      for (const container of surviving) {
         const pod = podById.get(container.podSandboxId);
-        if (pod && withFiles.has(container.id))
-          options.onManaged?.(pod, container, "CRIU hook configured earlier");
+        if (pod) options.onManaged?.(pod, container, "CRIU hook configured earlier");
       }
+      options.onSynchronized?.(surviving);
       for (const id of withFiles) {
         if (!alive.has(id)) await removeCriuFiles(options.criu.stateDir, id);
       }

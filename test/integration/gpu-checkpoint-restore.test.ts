@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { packageRoot } from "../../src/paths.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
   gpuDoubleMounts,
@@ -326,5 +327,35 @@ describe("faults end with nothing lost", () => {
     const until = Date.now() + 10_000;
     while (readdirSync(join(daemon.stateDir, "journal")).length > 0 && Date.now() < until) await sleep(100);
     assert.deepEqual(readdirSync(join(daemon.stateDir, "journal")), []);
+  });
+
+  test("GPU state left checkpointed in a running container while kybernate was away is repaired at its start", async () => {
+    const daemon = await ensureDaemon();
+    const pod = await newPod("gpu-stranded");
+    const id = await gpuContainer(pod);
+    await daemon.stop();
+    kyb = undefined;
+    // What a post-resume that could not reach the daemon leaves (runc ignores that failure): the container runs,
+    // its CUDA process sits CHECKPOINTED. Made here with kybernate's own operator command.
+    await run(
+      process.execPath,
+      [
+        join(packageRoot, "dist/src/cli/main.js"),
+        "gpu",
+        "freeze",
+        "--container",
+        id,
+        "--runtime-endpoint",
+        node.criSocket,
+        ...kybernateArgsForDouble(doubleDir).slice(0, 4),
+      ],
+      { env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
+    );
+    await waitForWorkload(cri, id, (all) => all.every((s) => s.state === "checkpointed"), {
+      what: "stranded",
+    });
+    const restarted = await startDaemon(daemon.stateDir);
+    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1 });
+    assert.ok(restarted.logs.some((l) => l.containerId === id && l.msg === "GPU state repaired"));
   });
 });
