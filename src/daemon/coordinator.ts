@@ -6,6 +6,7 @@ import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
 import { type DeviceMap, ProcessState } from "../gpu/types.js";
 import type { Logger } from "../log.js";
 import type { CheckpointOps, ContainerNames } from "../ops/checkpoint-ops.js";
+import type { GpuRequest } from "../ops/container-gpus.js";
 import type { RestorePlan } from "../ops/gpu-metadata.js";
 import { Freezer } from "./freezer.js";
 import type { Journal, JournalEntry } from "./journal.js";
@@ -30,6 +31,8 @@ export interface CoordinatorOptions {
   ops?: CheckpointOps;
   /** Pod and container names for logs (the NRI plugin knows them). */
   names?: (containerId: string) => ContainerNames | undefined;
+  /** The GPUs a container's spec asks for (from NRI), so a restore maps onto the container's GPUs. */
+  gpuRequest?: (containerId: string) => GpuRequest | undefined;
 }
 
 /** What the status reply carries, plus the engine's record of the operation. */
@@ -253,6 +256,7 @@ export class Coordinator {
         containerId: request.containerId,
         criuPid: request.criuPid,
         ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+        ...this.gpuRequestOf(request.containerId),
       })
       .catch((error: Error) => {
         // An archive kybernate wrote no metadata into is no reason to refuse, nor to leave processes CHECKPOINTED.
@@ -262,6 +266,11 @@ export class Coordinator {
         );
         return undefined;
       });
+  }
+
+  private gpuRequestOf(containerId: string): { gpuRequest?: GpuRequest } {
+    const gpuRequest = this.options.gpuRequest?.(containerId);
+    return gpuRequest ? { gpuRequest } : {};
   }
 
   /** After `runc restore`: the processes run again but their GPU state is still in host memory. */
@@ -312,6 +321,7 @@ export class Coordinator {
       action: "post-resume",
       pids,
       initPid: request.initPid,
+      ...(deviceMap ? { deviceMap } : {}),
       startedAt: new Date().toISOString(),
     };
     await this.options.journal.record(entry);
@@ -401,7 +411,12 @@ export class Coordinator {
         (tracer) => (tracer ?? 0) !== 0,
       );
       if (!frozen && !traced) {
-        const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), alive, clog);
+        const record = await this.bringBack(
+          this.engine(this.options.gpuBudgetMs),
+          alive,
+          clog,
+          entry.deviceMap,
+        );
         await this.options.journal.complete(entry.id);
         this.options.ops?.record(record);
         // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.

@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import { NriStub } from "../nri/stub.js";
 import { fixedEstimator } from "../ops/admission.js";
 import { NodeOps } from "../ops/checkpoint-ops.js";
+import { type GpuRequest, gpuRequestOf } from "../ops/container-gpus.js";
 import { KybernateMetrics, startMetricsServer } from "../ops/metrics.js";
 import { NvidiaSmiProbe } from "../ops/nvidia-smi.js";
 import { hooksDir } from "../paths.js";
@@ -67,6 +68,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
   log.info({ backend: backend.description }, "GPU backend");
   const managed = new Map<string, ManagedContainer>();
+  const gpuRequests = new Map<string, GpuRequest>();
   const metrics = new KybernateMetrics();
   const opsOptions = options.ops ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
   const ops = new NodeOps({
@@ -95,6 +97,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       const container = managed.get(id);
       return container ? { pod: container.pod, container: container.name } : undefined;
     },
+    gpuRequest: (id) => gpuRequests.get(id),
   });
   await coordinator.recover();
   const server = await startDaemonServer(
@@ -118,7 +121,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     },
     ...(options.selector ? { selector: options.selector } : {}),
     log,
-    onManaged: (pod, container, reason) =>
+    onManaged: (pod, container, reason) => {
+      gpuRequests.set(container.id, gpuRequestOf(container.linux?.devices ?? [], container.env));
       managed.set(container.id, {
         id: container.id,
         name: container.name,
@@ -126,8 +130,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         reason,
         restored: container.annotations.restored === "true",
         since: new Date().toISOString(),
-      }),
-    onRemoved: (id) => managed.delete(id),
+      });
+    },
+    onRemoved: (id) => {
+      managed.delete(id);
+      gpuRequests.delete(id);
+    },
     // In the background: registration must not wait on driver calls.
     onSynchronized: (containers) =>
       void coordinator.repairStranded(containers.map((c) => ({ containerId: c.id, initPid: c.pid }))),

@@ -1,5 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { DeviceMap } from "../gpu/types.js";
 
 /** One GPU state change in flight, on disk before the driver is touched. */
 export interface JournalEntry {
@@ -10,6 +11,8 @@ export interface JournalEntry {
   pids: number[];
   /** Host pid of the container's init, to find its cgroup again after a daemon restart. */
   initPid: number;
+  /** A restore's UUID device map: recovery must put the processes on the same GPUs the restore chose. */
+  deviceMap?: DeviceMap;
   startedAt: string;
 }
 

@@ -8,6 +8,7 @@ import {
   memAvailableBytes,
   type VramEstimator,
 } from "./admission.js";
+import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./container-gpus.js";
 import {
   buildMetadata,
   findMetadataDir,
@@ -17,7 +18,7 @@ import {
   writeMetadata,
 } from "./gpu-metadata.js";
 import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
-import type { ComputeApp, GpuInventory, GpuProbe } from "./nvidia-smi.js";
+import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "./nvidia-smi.js";
 
 export interface ContainerNames {
   pod?: string;
@@ -36,6 +37,16 @@ export interface FreezeContext {
 export interface GpuSnapshot {
   inventory: GpuInventory;
   apps: ComputeApp[];
+  /** The GPUs the processes hold open (what the driver checkpoints), when their fds could be read. */
+  opened?: GpuInfo[];
+}
+
+export interface RestoreContext {
+  containerId: string;
+  imageDir?: string;
+  criuPid?: number;
+  /** The restored container's GPUs as its spec asks for them (from NRI); the node's GPUs when absent. */
+  gpuRequest?: GpuRequest;
 }
 
 /**
@@ -46,7 +57,7 @@ export interface CheckpointOps {
   admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
-  planRestore(ctx: { containerId: string; imageDir?: string; criuPid?: number }): Promise<RestorePlan>;
+  planRestore(ctx: RestoreContext): Promise<RestorePlan>;
   phase(phase: Phase, ms: number): void;
   result(kind: "checkpoint" | "restore", outcome: Outcome): void;
   /** Driver phases and VRAM moved, from an engine record. */
@@ -77,7 +88,8 @@ export class NodeOps implements CheckpointOps {
       this.options.probe.inventory(),
       this.options.probe.computeApps(),
     ]);
-    const snapshot = { inventory, apps };
+    const opened = await gpusOpenedBy(ctx.pids, inventory.gpus);
+    const snapshot = { inventory, apps, ...(opened ? { opened } : {}) };
     if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, snapshot };
     const [estimate, memAvailable, cgroup] = await Promise.all([
       this.estimator(ctx.pids, apps),
@@ -113,6 +125,7 @@ export class NodeOps implements CheckpointOps {
       inventory: snapshot.inventory,
       apps: snapshot.apps,
       pids: ctx.pids,
+      ...(snapshot.opened ? { opened: snapshot.opened } : {}),
       ...(record.vramBytes !== undefined ? { vramBytesMoved: record.vramBytes } : {}),
     });
     try {
@@ -129,7 +142,7 @@ export class NodeOps implements CheckpointOps {
     }
   }
 
-  async planRestore(ctx: { containerId: string; imageDir?: string; criuPid?: number }): Promise<RestorePlan> {
+  async planRestore(ctx: RestoreContext): Promise<RestorePlan> {
     const dir = await findMetadataDir(ctx.imageDir, ctx.criuPid);
     let metadata: Awaited<ReturnType<typeof readMetadata>>;
     try {
@@ -137,9 +150,16 @@ export class NodeOps implements CheckpointOps {
     } catch (error) {
       return { ok: false, error: (error as Error).message };
     }
-    const plan = planRestore(metadata, metadata ? await this.options.probe.inventory() : { gpus: [] });
+    const node = metadata ? await this.options.probe.inventory() : { gpus: [] };
+    const container = resolveGpuRequest(ctx.gpuRequest, node.gpus);
+    const plan = planRestore(metadata, node, container);
     this.options.log.info(
-      { containerId: ctx.containerId, metadata: metadata ? "present" : "absent", plan },
+      {
+        containerId: ctx.containerId,
+        metadata: metadata ? "present" : "absent",
+        containerGpus: container && "gpus" in container ? container.source : "the node's",
+        plan,
+      },
       "GPU restore plan",
     );
     return plan;

@@ -1,6 +1,7 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DeviceMap } from "../gpu/types.js";
+import type { ResolvedGpus } from "./container-gpus.js";
 import type { ComputeApp, GpuInfo, GpuInventory } from "./nvidia-smi.js";
 
 /** The file kybernate leaves in CRIU's image directory; it travels in the checkpoint's `checkpoint/` folder. */
@@ -14,7 +15,10 @@ export interface CheckpointMetadata {
   pod?: string;
   container?: string;
   driverVersion?: string;
-  /** The GPUs the container's processes used (all of the node's when nvidia-smi could not tell). */
+  /**
+   * The GPUs the driver checkpointed: every GPU the processes held open (else the ones they computed on, else
+   * all of the node's). A restore's device map must name each of them.
+   */
   gpus: Array<Pick<GpuInfo, "uuid" | "name" | "memoryMiB">>;
   processes: Array<{ pid: number; gpuUuids: string[]; vramBytes?: number }>;
   /** What the checkpoint moved to host memory, as the engine measured it. */
@@ -29,11 +33,13 @@ export function buildMetadata(input: {
   inventory: GpuInventory;
   apps: ComputeApp[];
   pids: number[];
+  /** The GPUs the processes held open, when known: the driver checkpoints each of them. */
+  opened?: GpuInfo[];
   vramBytesMoved?: number;
   now?: Date;
 }): CheckpointMetadata {
   const mine = input.apps.filter((a) => input.pids.includes(a.pid));
-  const used = new Set(mine.map((a) => a.gpuUuid));
+  const used = new Set(input.opened?.length ? input.opened.map((g) => g.uuid) : mine.map((a) => a.gpuUuid));
   const gpus = (used.size ? input.inventory.gpus.filter((g) => used.has(g.uuid)) : input.inventory.gpus).map(
     (g) => ({ uuid: g.uuid, name: g.name, memoryMiB: g.memoryMiB }),
   );
@@ -122,22 +128,39 @@ const describeGpus = (gpus: Array<{ name: string; uuid: string }>): string =>
   gpus.length ? gpus.map((g) => `${g.name} ${g.uuid}`).join(", ") : "none";
 
 /**
- * Whether a checkpoint can be restored on this node's GPUs, and with which UUID map. The driver restores only
- * onto the same chip type and count; onto other GPUs of the same model it needs old→new UUID pairs
- * (driver ≥ 580). Every checkpointed GPU keeps its own UUID when the node has it; the rest take unused
- * GPUs of the same model, in index order.
+ * Whether a checkpoint can be restored onto the GPUs the restored container is given (the node's GPUs when
+ * its spec does not say), and with which UUID map. The driver restores only onto the same chip type and
+ * count; onto other GPUs of the same model it needs old→new UUID pairs (driver ≥ 580) naming every
+ * checkpointed GPU. Each checkpointed GPU keeps its own UUID when the container has it; the rest take the
+ * container's other GPUs of the same model, in index order.
  */
-export function planRestore(metadata: CheckpointMetadata | undefined, target: GpuInventory): RestorePlan {
+export function planRestore(
+  metadata: CheckpointMetadata | undefined,
+  node: GpuInventory,
+  container?: ResolvedGpus,
+): RestorePlan {
   if (!metadata || metadata.gpus.length === 0)
     return { ok: true, deviceMap: [], reason: "the checkpoint records no GPU; restoring as is" };
-  if (target.gpus.length === 0)
+  if (node.gpus.length === 0)
     return {
       ok: true,
       deviceMap: [],
-      reason: `this node's GPUs are unknown (${target.error ?? "nvidia-smi listed none"}); restoring without a compatibility check`,
+      reason: `this node's GPUs are unknown (${node.error ?? "nvidia-smi listed none"}); restoring without a compatibility check`,
+    };
+  if (container && "error" in container)
+    return {
+      ok: false,
+      error: `refusing to restore: ${container.error}; fix the restored container's GPU request`,
     };
   const wanted = metadata.gpus;
-  const free = [...target.gpus].sort((a, b) => a.index - b.index);
+  const given = container ? container.gpus : node.gpus;
+  const where = container ? `the restored container (${container.source})` : "this node";
+  if (given.length < wanted.length)
+    return {
+      ok: false,
+      error: `refusing to restore: the checkpoint was taken with ${wanted.length} GPU(s) (${describeGpus(wanted)}) and ${where} has ${given.length} (${describeGpus(given)}); the driver restores onto the same GPU count: give the container ${wanted.length}× ${wanted[0]?.name}`,
+    };
+  const free = [...given].sort((a, b) => a.index - b.index);
   const taken = new Set<string>();
   const pairs: Array<{ from: string; to: string }> = [];
   for (const gpu of wanted) {
@@ -155,18 +178,18 @@ export function planRestore(metadata: CheckpointMetadata | undefined, target: Gp
     if (!other)
       return {
         ok: false,
-        error: `refusing to restore: the checkpoint was taken on ${describeGpus(wanted)} and this node has no free GPU of model "${gpu.name}" for ${gpu.uuid} (node GPUs: ${describeGpus(target.gpus)}); the driver restores only onto the same GPU model and count: restore on a node with ${wanted.length}× ${gpu.name}`,
+        error: `refusing to restore: the checkpoint was taken on ${describeGpus(wanted)} and ${where} has no free GPU of model "${gpu.name}" for ${gpu.uuid} (its GPUs: ${describeGpus(given)}); the driver restores only onto the same GPU model and count: restore on a node with ${wanted.length}× ${gpu.name}`,
       };
     taken.add(other.uuid);
     pairs.push({ from: gpu.uuid, to: other.uuid });
   }
   const moved = pairs.filter((p) => p.from !== p.to);
   if (moved.length === 0) return { ok: true, deviceMap: [], reason: "same GPUs as at checkpoint" };
-  const major = driverMajor(target.driverVersion);
+  const major = driverMajor(node.driverVersion);
   if (major !== undefined && major < 580)
     return {
       ok: false,
-      error: `refusing to restore: the checkpoint's GPUs (${moved.map((p) => p.from).join(", ")}) are not on this node and a restore onto other GPUs needs a UUID device map, which driver ${target.driverVersion} lacks: upgrade the driver to 580 or later, or restore on the original node`,
+      error: `refusing to restore: the checkpoint's GPUs (${moved.map((p) => p.from).join(", ")}) are not ${container ? "the restored container's" : "on this node"} and a restore onto other GPUs needs a UUID device map, which driver ${node.driverVersion} lacks: upgrade the driver to 580 or later, or restore onto the original GPUs`,
     };
   // The driver maps every device of the process, so the pairs cover each checkpointed GPU, moved or not.
   return {

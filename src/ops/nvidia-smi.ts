@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
+import { readDeviceMinors } from "./container-gpus.js";
 
 const run = promisify(execFile);
 
@@ -12,6 +13,8 @@ export interface GpuInfo {
   name: string;
   memoryMiB: number;
   persistenceMode?: boolean;
+  /** The minor number of its /dev/nvidiaN node (from /proc/driver/nvidia): how a container's devices name it. */
+  minor?: number;
 }
 
 export interface GpuInventory {
@@ -87,6 +90,7 @@ export class NvidiaSmiProbe implements GpuProbe {
   constructor(
     private readonly binary = "nvidia-smi",
     private readonly timeoutMs = 10_000,
+    private readonly driverProc = "/proc/driver/nvidia/gpus",
   ) {}
 
   async inventory(): Promise<GpuInventory> {
@@ -100,6 +104,11 @@ export class NvidiaSmiProbe implements GpuProbe {
         { timeout: this.timeoutMs },
       );
       const parsed = parseGpuRows(stdout);
+      const minors = await readDeviceMinors(this.driverProc);
+      for (const gpu of parsed.gpus) {
+        const minor = minors.get(gpu.uuid);
+        if (minor !== undefined) gpu.minor = minor;
+      }
       const driverVersion = parsed.driverVersion ?? (await procDriverVersion());
       return { ...parsed, ...(driverVersion ? { driverVersion } : {}) };
     } catch (error) {

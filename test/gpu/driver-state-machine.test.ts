@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readdirSync, readlinkSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { GpuError, ProcessState } from "../../src/gpu/types.js";
 import { backends } from "./double/backends.js";
@@ -125,15 +127,25 @@ for (const { name, make } of backends) {
       const w = await startWorkload();
       started.push(w);
       const pid = w.pids[0] ?? 0;
-      await b.lock(pid, 1000);
-      await b.checkpoint(pid);
-      await b.restore(pid, [
+      const map = [
         { from: "GPU-11111111-2222-3333-4444-555555555555", to: "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee" },
         { from: "GPU-11111111-2222-3333-4444-555555555556", to: "GPU-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeef" },
-      ]);
-      await b.unlock(pid);
+      ];
+      const log = join(mkdtempSync(join(tmpdir(), "kyb-pairs-")), "pairs.log");
+      process.env.FAKE_CUDA_PAIRS_LOG = log;
+      try {
+        await b.lock(pid, 1000);
+        await b.checkpoint(pid);
+        await b.restore(pid, map);
+        await b.unlock(pid);
+      } finally {
+        delete process.env.FAKE_CUDA_PAIRS_LOG;
+      }
       await new Promise((r) => setTimeout(r, 150));
       assert.equal(w.status(pid).lastDevicePairs, 2);
+      // Every UUID's 16 bytes, in order: the array behind the struct's pointer is laid out as the driver reads it.
+      if (name.startsWith("driver"))
+        assert.equal(readFileSync(log, "utf8"), `${pid} ${map.map((p) => `${p.from}=${p.to}`).join(",")}\n`);
     });
   });
 }

@@ -1,8 +1,8 @@
 /**
  * As an operator would: `kybernate install` into a prefix (no systemd on this machine), the installed copy
  * runs as the node's daemon and the GPU-double container is checkpointed and restored through CRI; metrics,
- * GPU metadata in the archive, restore onto another GPU of the same model (device map), refusal on another
- * model, host-RAM admission; then `kybernate uninstall` and the host tree is as before.
+ * GPU metadata in the archive, restore onto another GPU of the same model (device map), onto the GPU the
+ * restored container is given, refusal on another model, host-RAM admission; then `kybernate uninstall` and the host tree is as before.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -251,6 +251,29 @@ describe("kybernate installed by its install command", () => {
     );
     assert.equal(status.lastDevicePairs, 1, `the driver got one old→new GPU pair; ${JSON.stringify(plan)}`);
     assert.equal(await metric("kybernate_restores_total", 'result="success"'), 1);
+  });
+
+  test("restore into a container given another of the node's GPUs: mapped onto that GPU, though the old one is there", async () => {
+    // Both GPUs on the node; the restored container asks for B only (the NVIDIA toolkit's variable, as the
+    // device plugin sets it). Restoring onto A would put the workload on a GPU it was not given.
+    setGpus(
+      `0, ${UUID_A}, NVIDIA H200, 143771, 580.159.04, Enabled\n1, ${UUID_B}, NVIDIA H200, 143771, 580.159.04, Enabled\n`,
+    );
+    const pod = await newPod("inst-given");
+    const id = await cri.restoreFromArchive(pod.podId, pod.config, join(scratch, "a.tar"), "cuda", {
+      mounts: gpuMounts(),
+      env: { NVIDIA_VISIBLE_DEVICES: UUID_B },
+    });
+    await cri.startContainer(id);
+    const status = await assertRunning(id);
+    const plan = daemon?.logs.find((l) => l.containerId === id && l.msg === "GPU restore plan");
+    assert.equal(plan?.containerGpus, `NVIDIA_VISIBLE_DEVICES=${UUID_B}`);
+    assert.deepEqual((plan?.plan as { deviceMap?: unknown } | undefined)?.deviceMap, [
+      { from: UUID_A, to: UUID_B },
+    ]);
+    assert.equal(status.lastDevicePairs, 1, "the driver got the pair A→B");
+    assert.equal(await metric("kybernate_restores_total", 'result="success"'), 2);
+    setGpus(`0, ${UUID_A}, NVIDIA H200, 143771, 580.159.04, Enabled\n`);
   });
 
   test("restore onto another GPU model is refused at pre-restore: StartContainer fails, nothing is restored", async () => {

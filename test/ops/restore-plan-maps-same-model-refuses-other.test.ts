@@ -88,3 +88,59 @@ test("metadata records only the GPUs the container's processes used, with their 
   assert.deepEqual(m.processes, [{ pid: 42, gpuUuids: [B], vramBytes: 2 << 30 }]);
   assert.equal(m.driverVersion, "580.159.04");
 });
+
+test("metadata names every GPU the processes held open, also those they did not compute on", () => {
+  const m = buildMetadata({
+    version: "0.1.0",
+    containerId: "c1",
+    inventory: node([h200(0, A), h200(1, B), h200(2, C)]),
+    apps: [{ pid: 42, gpuUuid: A, usedBytes: 2 << 30 }],
+    pids: [42],
+    opened: [h200(0, A), h200(1, B)],
+  });
+  assert.deepEqual(
+    m.gpus.map((g) => g.uuid),
+    [A, B],
+  );
+  assert.deepEqual(m.processes, [{ pid: 42, gpuUuids: [A], vramBytes: 2 << 30 }]);
+});
+
+test("restored container given another GPU of the node: mapped onto the container's GPU, not kept on the old one", () => {
+  // The node still has A, but the restored container was given only B (its /dev/nvidia node).
+  const nodeGpus = node([h200(0, A), h200(1, B)]);
+  const plan = planRestore(checkpointOn([A]), nodeGpus, {
+    gpus: [h200(1, B)],
+    source: "devices /dev/nvidia1",
+  });
+  assert.deepEqual(plan, {
+    ok: true,
+    deviceMap: [{ from: A, to: B }],
+    reason: `other GPUs of the same model: ${A}→${B}`,
+  });
+  const same = planRestore(checkpointOn([A]), nodeGpus, {
+    gpus: [h200(0, A)],
+    source: "devices /dev/nvidia0",
+  });
+  assert.deepEqual(same, { ok: true, deviceMap: [], reason: "same GPUs as at checkpoint" });
+});
+
+test("restored container given fewer GPUs than were checkpointed, or a GPU request that cannot be met: refused", () => {
+  const nodeGpus = node([h200(0, A), h200(1, B), h200(2, C)]);
+  const fewer = planRestore(checkpointOn([A, B]), nodeGpus, {
+    gpus: [h200(2, C)],
+    source: "devices /dev/nvidia2",
+  });
+  assert.equal(fewer.ok, false);
+  assert.match(
+    fewer.ok ? "" : fewer.error,
+    /taken with 2 GPU\(s\).*the restored container \(devices \/dev\/nvidia2\) has 1.*give the container 2× NVIDIA H200/,
+  );
+  const bad = planRestore(checkpointOn([A]), nodeGpus, {
+    error: "NVIDIA_VISIBLE_DEVICES names 7, which is no GPU of this node",
+  });
+  assert.equal(bad.ok, false);
+  assert.match(
+    bad.ok ? "" : bad.error,
+    /NVIDIA_VISIBLE_DEVICES names 7.*fix the restored container's GPU request/,
+  );
+});

@@ -5,6 +5,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "fake-cuda.h"
@@ -86,12 +87,36 @@ CUresult cuCheckpointProcessCheckpoint(int pid, CUcheckpointCheckpointArgs *args
   return fake_call(pid, "checkpoint", 0, 0, NULL);
 }
 
+static void print_uuid(FILE *f, const CUuuid *u) {
+  const unsigned char *b = (const unsigned char *)u->bytes;
+  fprintf(f, "GPU-");
+  for (int i = 0; i < 16; i++) fprintf(f, "%02x%s", b[i], (i == 3 || i == 5 || i == 7 || i == 9) ? "-" : "");
+}
+
+/* What reached the driver, byte for byte: one line per restore with a map, "old=new,..." (tests read it). */
+static void log_pairs(int pid, const CUcheckpointRestoreArgs *args) {
+  const char *path = getenv("FAKE_CUDA_PAIRS_LOG");
+  if (!path || !args->gpuPairsCount) return;
+  FILE *f = fopen(path, "a");
+  if (!f) return;
+  fprintf(f, "%d ", pid);
+  for (unsigned i = 0; i < args->gpuPairsCount; i++) {
+    if (i) fputc(',', f);
+    print_uuid(f, &args->gpuPairs[i].oldUuid);
+    fputc('=', f);
+    print_uuid(f, &args->gpuPairs[i].newUuid);
+  }
+  fputc('\n', f);
+  fclose(f);
+}
+
 CUresult cuCheckpointProcessRestore(int pid, CUcheckpointRestoreArgs *args) {
   unsigned pairs = 0;
   if (args) {
     if (!all_zero(args->reserved, sizeof args->reserved) || args->reserved1) return CUDA_ERROR_INVALID_VALUE;
     if (args->gpuPairsCount && !args->gpuPairs) return CUDA_ERROR_INVALID_VALUE;
     pairs = args->gpuPairsCount;
+    if (pairs) log_pairs(pid, args);
   }
   return fake_call(pid, "restore", pairs, 0, NULL);
 }
