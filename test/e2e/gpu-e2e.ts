@@ -31,6 +31,8 @@ const { values: opt } = parseArgs({
     "workload-bin": { type: "string" },
     "driver-root": { type: "string", default: "/usr/local/nvidia" },
     devices: { type: "string", default: "/dev/nvidiactl,/dev/nvidia0,/dev/nvidia-uvm,/dev/nvidia-uvm-tools" },
+    // The restored container's devices, when they differ (another GPU: a restore through the UUID device map).
+    "restore-devices": { type: "string" },
     python: { type: "string", default: "/opt/torch/.venv/bin/python3" },
     "python-mounts": { type: "string", default: "/usr,/opt/torch" },
     "torch-steps": { type: "string", default: "300" },
@@ -73,14 +75,17 @@ interface Case {
   spec: { command: string[]; mounts: MountSpec[]; devices: DeviceSpec[]; env: Record<string, string> };
 }
 
+const deviceSpecs = (list: string): DeviceSpec[] =>
+  list
+    .split(",")
+    .filter(Boolean)
+    .map((d) => ({ containerPath: d, hostPath: d, permissions: "rwm" }));
+
 function makeCase(gib: number, name: string): Case {
   const statusDir = join(scratch, name);
   mkdirSync(statusDir, { recursive: true });
   const mounts: MountSpec[] = [{ containerPath: "/status", hostPath: statusDir }];
-  let devices: DeviceSpec[] = opt.devices
-    .split(",")
-    .filter(Boolean)
-    .map((d) => ({ containerPath: d, hostPath: d, permissions: "rwm" }));
+  let devices = deviceSpecs(opt.devices);
   const env: Record<string, string> = {};
   let command: string[];
   if (workload === "double") {
@@ -258,6 +263,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const t1 = performance.now();
   const rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", {
     ...c.spec,
+    ...(opt["restore-devices"] ? { devices: deviceSpecs(opt["restore-devices"]) } : {}),
     logPath: "gpu.log",
   });
   const createMs = ms(t1);
@@ -275,6 +281,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   if (after.verifyFailures)
     throw new Error(`${gib} GiB: VRAM corrupted after restore: ${JSON.stringify(after)}`);
   if (workload === "torch") checkLosses(c, atCheckpoint);
+  if (opt["restore-devices"]) await checkMovedGpu(kyb, mark2, id, rid);
   await cri.stopAndRemovePod(restored.podId);
   rmSync(archive, { force: true });
 
@@ -299,6 +306,28 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   if (floorSizes.has(gib)) row.floor = await floor(gib);
   console.error(`[e2e] ${gib} GiB: ${JSON.stringify(row)}`);
   return row;
+}
+
+/** A restore into other devices: the plan mapped the GPU, and the restored process runs on the new one. */
+async function checkMovedGpu(kyb: KybernateProcess, mark: number, id: string, rid: string): Promise<void> {
+  const planLine = kyb.logs.slice(mark).find((l) => l.msg === "GPU restore plan");
+  const plan = planLine?.plan as { ok: boolean; deviceMap?: Array<{ from: string; to: string }> } | undefined;
+  const { execFileSync } = await import("node:child_process");
+  const apps = execFileSync("nvidia-smi", ["--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"], {
+    encoding: "utf8",
+  });
+  const pid = await initPidOf(cri, rid);
+  const on = apps
+    .split("\n")
+    .map((l) => l.split(",").map((x) => x.trim()))
+    .find(([p]) => Number(p) === pid)?.[1];
+  const moved = plan?.deviceMap?.find((p) => p.from !== p.to);
+  console.error(
+    `[e2e] restore into ${opt["restore-devices"]}: plan ${JSON.stringify(plan)} (${planLine?.containerGpus}); restored pid ${pid} runs on ${on} (container ${id} was checkpointed elsewhere)`,
+  );
+  if (!moved)
+    throw new Error(`restore into other devices: the plan has no device map: ${JSON.stringify(plan)}`);
+  if (on !== moved.to) throw new Error(`the restored process runs on ${on}, not on ${moved.to} as mapped`);
 }
 
 /** The same kind of container without kybernate's stages: the driver alone, then containerd + CRIU alone. */
