@@ -5,6 +5,8 @@
 # The build is reproducible (fixed mtimes/owners, gzip -n), so the same busybox gives the same digests.
 # Usage: build-image.sh BUSYBOX OUT_TAR IMAGE_REF PAUSE_REF   (OUT_TAR: an OCI layout tar for `ctr images import`)
 set -euo pipefail
+# The layout writer is shared with the DaemonSet image (install/image/build.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/../../install/image/oci-layout.sh"
 busybox=$1 out_tar=$2 image_ref=$3 pause_ref=$4
 
 work=$(mktemp -d)
@@ -22,18 +24,8 @@ printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 
-mkdir -p "$out/blobs/sha256"
-blob() { # file -> stores it as a blob, prints "digest size"
-  local d
-  d=$(sha256sum "$1" | cut -d' ' -f1)
-  cp "$1" "$out/blobs/sha256/$d"
-  echo "sha256:$d $(stat -c %s "$1")"
-}
-
-(cd "$rootfs" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu -cf "$work/layer.tar" ./*)
-diff_id=sha256:$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -n -9 -c "$work/layer.tar" >"$work/layer.tar.gz"
-read -r layer_digest layer_size < <(blob "$work/layer.tar.gz")
+oci_init "$out"
+read -r diff_id layer_digest layer_size < <(oci_layer "$rootfs" "$work")
 
 path_env='"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"'
 manifest_entries=()
@@ -41,15 +33,6 @@ for kind in image pause; do
   if [ "$kind" = image ]; then ref=$image_ref cmd='"Cmd":["sh"]'; else ref=$pause_ref cmd='"Entrypoint":["/bin/sleep","infinity"]'; fi
   printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":[%s],%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"kybernate test/node/build-image.sh"}]}' \
     "$path_env" "$cmd" "$diff_id" >"$work/config.json"
-  read -r config_digest config_size < <(blob "$work/config.json")
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' \
-    "$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$work/manifest.json"
-  read -r manifest_digest manifest_size < <(blob "$work/manifest.json")
-  manifest_entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}' \
-    "$manifest_digest" "$manifest_size" "$ref" "${ref##*:}")")
+  manifest_entries+=("$(oci_image "$work/config.json" "$layer_digest" "$layer_size" "$ref" amd64 "$work")")
 done
-printf '{"imageLayoutVersion":"1.0.0"}' >"$out/oci-layout"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s,%s]}' \
-  "${manifest_entries[0]}" "${manifest_entries[1]}" >"$out/index.json"
-(cd "$out" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out_tar.tmp" oci-layout index.json blobs)
-mv "$out_tar.tmp" "$out_tar"
+oci_write "$out_tar" "${manifest_entries[@]}"
