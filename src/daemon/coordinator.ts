@@ -237,15 +237,16 @@ export class Coordinator {
   private async preRestore(request: HookRequest): Promise<DaemonReply> {
     const ops = this.options.ops;
     if (!ops) return { ok: true };
-    const plan = await this.planRestore(
-      request,
-      this.options.log.child({ containerId: request.containerId }),
-    );
+    const t0 = performance.now();
+    const clog = this.options.log.child({ containerId: request.containerId, action: "pre-restore" });
+    const plan = await this.planRestore(request, clog);
     if (plan && !plan.ok) {
       ops.result("restore", "refused");
       return this.fail(request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
     }
     this.plans.set(request.containerId, plan);
+    // StartContainer waits for this stage: its cost is reported by the GPU end-to-end run.
+    clog.info({ ms: Math.round(performance.now() - t0) }, "restore planned");
     return { ok: true };
   }
 

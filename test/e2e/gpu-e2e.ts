@@ -218,6 +218,7 @@ interface Row {
   archiveMiB: number;
   createMs: number;
   startMs: number;
+  preRestoreMs: number;
   postResumeMs: number;
   thawMs: number;
   floor?: { freezeMs: number; criuMs: number; thawMs: number };
@@ -271,6 +272,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   await cri.startContainer(rid);
   const startMs = ms(t2);
   const post = await logSince(kyb, mark2, "GPU state restored", (l) => l.action === "post-resume");
+  const planned = kyb.logs.slice(mark2).find((l) => l.msg === "restore planned");
   const after = await waitStatus(
     c,
     rid,
@@ -297,6 +299,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
     archiveMiB,
     createMs,
     startMs,
+    preRestoreMs: Number(planned?.ms ?? Number.NaN),
     postResumeMs: Math.round(Number(post.ms)),
     thawMs: Math.round(
       Number((post.phasesMs as Record<string, number>).restore ?? 0) +
@@ -409,14 +412,14 @@ function table(rows: Row[]): string {
   const lines = [
     `workload ${workload}, backend ${opt["gpu-backend"]}; times in ms`,
     "",
-    "| VRAM GiB | CRI checkpoint | pre-dump (kybernate) | GPU freeze | containerd+CRIU | GPU thaw after resume | archive MiB | restore create | restore start | post-resume (kybernate) | GPU thaw | floor: freeze + CRIU + thaw | checkpoint ÷ floor (freeze+CRIU) | kybernate own (pre-dump − freeze) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| VRAM GiB | CRI checkpoint | pre-dump (kybernate) | GPU freeze | containerd+CRIU | GPU thaw after resume | archive MiB | restore create | restore start | pre-restore (kybernate) | post-resume (kybernate) | GPU thaw | floor: freeze + CRIU + thaw | checkpoint ÷ floor (freeze+CRIU) | kybernate own (pre-dump − freeze) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     const floorText = r.floor ? `${r.floor.freezeMs} + ${r.floor.criuMs} + ${r.floor.thawMs}` : "–";
     const ratio = r.floor ? (r.ckptMs / (r.floor.freezeMs + r.floor.criuMs)).toFixed(3) : "–";
     lines.push(
-      `| ${r.gib} | ${r.ckptMs} | ${r.preDumpMs} | ${f(r.freezeMs)} | ${r.criuMs} | ${f(r.resumeThawMs)} | ${r.archiveMiB} | ${r.createMs} | ${r.startMs} | ${r.postResumeMs} | ${r.thawMs} | ${floorText} | ${ratio} | ${f(r.preDumpMs - r.freezeMs)} |`,
+      `| ${r.gib} | ${r.ckptMs} | ${r.preDumpMs} | ${f(r.freezeMs)} | ${r.criuMs} | ${f(r.resumeThawMs)} | ${r.archiveMiB} | ${r.createMs} | ${r.startMs} | ${f(r.preRestoreMs)} | ${r.postResumeMs} | ${r.thawMs} | ${floorText} | ${ratio} | ${f(r.preDumpMs - r.freezeMs)} |`,
     );
   }
   return lines.join("\n");
