@@ -110,6 +110,12 @@ for tool in bin/sh usr/bin/dirname usr/bin/readlink; do collect "$rootfs/$tool" 
 while IFS= read -r -d '' addon; do
   collect "$addon" || printf 'build.sh: %s does not load here (another platform or libc): no libraries added for it\n' "${addon#"$rootfs"}" >&2
 done < <(find "$rootfs$prefix" -name '*.node' -type f -print0 | sort -z)
+# The NVIDIA container toolkit injects the node's libcuda.so.1, libnvidia-ml and nvidia-smi into the daemon's
+# container; they link glibc's libdl, libpthread and librt, which node itself may not load: add them beside libc.
+libc=$(printf '%s\n' "${libs[@]}" | grep -m1 '/libc\.so\.6$') || die "node loads no libc.so.6?"
+for extra in libdl.so.2 libpthread.so.0 librt.so.1; do
+  [[ -e $(dirname "$libc")/$extra ]] && libs+=("$(dirname "$libc")/$extra")
+done
 for lib in $(printf '%s\n' "${libs[@]}" | sort -u); do
   # The soname path as a plain file (cp -L): the image has no symlink farm to resolve.
   mkdir -p "$rootfs$(dirname "$lib")"
