@@ -62,10 +62,12 @@ static int ns_pid_of(int pid) {
   int ns = -1;
   while (fgets(line, sizeof line, f)) {
     if (strncmp(line, "NSpid:", 6) == 0) {
-      char *tok = strtok(line + 6, " \t\n");
+      /* strtok_r: kybernate's driver backend calls into this library from several threads at once. */
+      char *save = NULL;
+      char *tok = strtok_r(line + 6, " \t\n", &save);
       while (tok) {
         ns = atoi(tok);
-        tok = strtok(NULL, " \t\n");
+        tok = strtok_r(NULL, " \t\n", &save);
       }
       break;
     }
