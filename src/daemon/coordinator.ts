@@ -12,6 +12,7 @@ import { Freezer } from "./freezer.js";
 import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "./proc.js";
 import type { ContainerActivity, DaemonReply, HookRequest, LastOperationStatus } from "./protocol.js";
+import type { RestorePlanStore } from "./restore-plans.js";
 
 /** On shutdown, how long watchers may still wait for a container's resume before leaving it to the journal. */
 const CLOSE_GRACE_MS = 5000;
@@ -33,6 +34,8 @@ export interface CoordinatorOptions {
   names?: (containerId: string) => ContainerNames | undefined;
   /** The GPUs a container's spec asks for (from NRI), so a restore maps onto the container's GPUs. */
   gpuRequest?: (containerId: string) => GpuRequest | undefined;
+  /** Keeps a restore's device map from pre-restore until its processes run, for a repair after a restart. */
+  restorePlans?: RestorePlanStore;
 }
 
 /** What the status reply carries, plus the engine's record of the operation. */
@@ -245,6 +248,7 @@ export class Coordinator {
       return this.fail(request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
     }
     this.plans.set(request.containerId, plan);
+    if (plan?.deviceMap.length) await this.savePlan(request.containerId, plan.deviceMap, clog);
     // StartContainer waits for this stage: its cost is reported by the GPU end-to-end run.
     clog.info({ ms: Math.round(performance.now() - t0) }, "restore planned");
     return { ok: true };
@@ -267,6 +271,13 @@ export class Coordinator {
         );
         return undefined;
       });
+  }
+
+  private async savePlan(containerId: string, deviceMap: DeviceMap, clog: Logger): Promise<void> {
+    await this.options.restorePlans?.save(containerId, deviceMap).catch((error: Error) =>
+      // Only a repair after a crash needs it; the restore itself goes on from the in-memory plan.
+      clog.warn({ err: error }, "could not keep the restore's device map on disk"),
+    );
   }
 
   private gpuRequestOf(containerId: string): { gpuRequest?: GpuRequest } {
@@ -328,6 +339,7 @@ export class Coordinator {
     await this.options.journal.record(entry);
     const record = await this.bringBack(engine, pids, clog, deviceMap);
     await this.options.journal.complete(entry.id);
+    if (record.ok) await this.options.restorePlans?.remove(request.containerId).catch(() => undefined);
     ops?.record(record);
     ops?.result("restore", record.ok ? "success" : "failure");
     if (!record.ok) return this.fail(request, describeFailure(record), record);
@@ -502,8 +514,18 @@ export class Coordinator {
             { pids: stranded },
             "GPU processes left locked or checkpointed while the container runs; repairing",
           );
-          const record = await this.bringBack(this.engine(this.options.gpuBudgetMs), stranded, clog);
-          if (record.ok) this.options.ops?.repaired("recovery", stranded.length);
+          // A restore interrupted between pre-restore and post-resume goes onto the GPUs it was planned for.
+          const deviceMap = await this.options.restorePlans?.load(containerId);
+          const record = await this.bringBack(
+            this.engine(this.options.gpuBudgetMs),
+            stranded,
+            clog,
+            deviceMap,
+          );
+          if (record.ok) {
+            this.options.ops?.repaired("recovery", stranded.length);
+            await this.options.restorePlans?.remove(containerId).catch(() => undefined);
+          }
           this.last.set(containerId, {
             containerId,
             action: "repair",

@@ -15,6 +15,7 @@ import { version } from "../version.js";
 import { Coordinator } from "./coordinator.js";
 import { Journal } from "./journal.js";
 import type { ManagedContainer } from "./protocol.js";
+import { RestorePlanStore } from "./restore-plans.js";
 import { assertNoLiveDaemon, startDaemonServer } from "./server.js";
 
 export interface DaemonOptions {
@@ -69,6 +70,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   log.info({ backend: backend.description }, "GPU backend");
   const managed = new Map<string, ManagedContainer>();
   const gpuRequests = new Map<string, GpuRequest>();
+  const restorePlans = new RestorePlanStore(join(options.stateDir, "restore-plans"));
   const metrics = new KybernateMetrics();
   const opsOptions = options.ops ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
   const ops = new NodeOps({
@@ -98,6 +100,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       return container ? { pod: container.pod, container: container.name } : undefined;
     },
     gpuRequest: (id) => gpuRequests.get(id),
+    restorePlans,
   });
   await coordinator.recover();
   const server = await startDaemonServer(
@@ -135,10 +138,16 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     onRemoved: (id) => {
       managed.delete(id);
       gpuRequests.delete(id);
+      void restorePlans.remove(id).catch(() => undefined);
     },
     // In the background: registration must not wait on driver calls.
-    onSynchronized: (containers) =>
-      void coordinator.repairStranded(containers.map((c) => ({ containerId: c.id, initPid: c.pid }))),
+    onSynchronized: (containers) => {
+      void restorePlans
+        .prune(new Set(containers.map((c) => c.id)), new Date())
+        .then(() =>
+          coordinator.repairStranded(containers.map((c) => ({ containerId: c.id, initPid: c.pid }))),
+        );
+    },
   });
   const stub = new NriStub(handlers, {
     socketPath: options.nriSocket,

@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { RestorePlanStore } from "../../src/daemon/restore-plans.js";
 import { packageRoot } from "../../src/paths.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
@@ -355,7 +356,42 @@ describe("faults end with nothing lost", () => {
       what: "stranded",
     });
     const restarted = await startDaemon(daemon.stateDir);
-    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1 });
+    await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1, lastDevicePairs: 0 });
     assert.ok(restarted.logs.some((l) => l.containerId === id && l.msg === "GPU state repaired"));
+  });
+
+  test("a restore cut between pre-restore and post-resume is repaired onto the GPUs its pre-restore planned", async () => {
+    const daemon = await ensureDaemon();
+    const pod = await newPod("gpu-stranded-map");
+    const id = await gpuContainer(pod);
+    await daemon.stop();
+    kyb = undefined;
+    // What the daemon leaves when it dies after pre-restore planned a device map: the plan on disk (written by
+    // the daemon's own store) and, once runc restored the container, its process CHECKPOINTED.
+    const map = [
+      { from: "GPU-aaaaaaaa-1111-2222-3333-444444444444", to: "GPU-bbbbbbbb-1111-2222-3333-444444444444" },
+    ];
+    await new RestorePlanStore(join(daemon.stateDir, "restore-plans")).save(id, map);
+    await run(
+      process.execPath,
+      [
+        join(packageRoot, "dist/src/cli/main.js"),
+        "gpu",
+        "freeze",
+        "--container",
+        id,
+        "--runtime-endpoint",
+        node.criSocket,
+        ...kybernateArgsForDouble(doubleDir).slice(0, 4),
+      ],
+      { env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
+    );
+    await waitForWorkload(cri, id, (all) => all.every((s) => s.state === "checkpointed"), {
+      what: "stranded",
+    });
+    const restarted = await startDaemon(daemon.stateDir);
+    await assertRunningOnGpu(id, { restores: 1, lastDevicePairs: 1 });
+    assert.ok(restarted.logs.some((l) => l.containerId === id && l.msg === "GPU state repaired"));
+    assert.deepEqual(readdirSync(join(daemon.stateDir, "restore-plans")), [], "the plan is gone once used");
   });
 });
