@@ -58,6 +58,8 @@ export function resolveGpuRequest(
   if (value === "all") return { gpus, source: "NVIDIA_VISIBLE_DEVICES=all" };
   if (value === "none" || value === "void") return { gpus: [], source: `NVIDIA_VISIBLE_DEVICES=${value}` };
   const wanted = value.split(",").map((s) => s.trim());
+  // A MIG instance is no whole GPU of the inventory: no plan can be made from it, so the node's GPUs decide.
+  if (wanted.some((w) => /^MIG-/i.test(w) || w.includes(":"))) return undefined;
   const picked: GpuInfo[] = [];
   for (const w of wanted) {
     const gpu = /^\d+$/.test(w) ? gpus.find((g) => g.index === Number(w)) : gpus.find((g) => g.uuid === w);

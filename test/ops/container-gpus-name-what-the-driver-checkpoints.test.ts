@@ -78,6 +78,11 @@ const cases: Array<{ name: string; request: GpuRequest | undefined; gpus?: GpuIn
     want: { gpus: [node[1]], source: `NVIDIA_VISIBLE_DEVICES=${B}` },
   },
   {
+    name: "NVIDIA_VISIBLE_DEVICES naming MIG instances (by UUID or GPU:instance): not planned from, the node's GPUs decide",
+    request: { minors: [], visibleDevices: "MIG-11111111-2222-3333-4444-555555555555,0:1" },
+    want: undefined,
+  },
+  {
     name: "NVIDIA_VISIBLE_DEVICES naming a GPU the node lacks",
     request: { minors: [], visibleDevices: "0,5" },
     want: { error: "NVIDIA_VISIBLE_DEVICES names 5, which is no GPU of this node" },
