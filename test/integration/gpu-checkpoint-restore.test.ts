@@ -118,6 +118,28 @@ async function assertRunningOnGpu(
   return later;
 }
 
+/**
+ * What a post-resume that could not reach the daemon leaves (runc ignores that failure): the container runs, its
+ * CUDA process sits CHECKPOINTED. Made with kybernate's own operator command while no daemon runs.
+ */
+async function strandCheckpointed(id: string): Promise<void> {
+  await run(
+    process.execPath,
+    [
+      join(packageRoot, "dist/src/cli/main.js"),
+      "gpu",
+      "freeze",
+      "--container",
+      id,
+      "--runtime-endpoint",
+      node.criSocket,
+      ...kybernateArgsForDouble(doubleDir).slice(0, 4),
+    ],
+    { env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
+  );
+  await waitForWorkload(cri, id, (all) => all.every((s) => s.state === "checkpointed"), { what: "stranded" });
+}
+
 /** A checkpoint that must succeed; on failure the daemon's last log lines say why. */
 async function checkpointOrShowLogs(containerId: string, name: string): Promise<void> {
   try {
@@ -336,25 +358,7 @@ describe("faults end with nothing lost", () => {
     const id = await gpuContainer(pod);
     await daemon.stop();
     kyb = undefined;
-    // What a post-resume that could not reach the daemon leaves (runc ignores that failure): the container runs,
-    // its CUDA process sits CHECKPOINTED. Made here with kybernate's own operator command.
-    await run(
-      process.execPath,
-      [
-        join(packageRoot, "dist/src/cli/main.js"),
-        "gpu",
-        "freeze",
-        "--container",
-        id,
-        "--runtime-endpoint",
-        node.criSocket,
-        ...kybernateArgsForDouble(doubleDir).slice(0, 4),
-      ],
-      { env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
-    );
-    await waitForWorkload(cri, id, (all) => all.every((s) => s.state === "checkpointed"), {
-      what: "stranded",
-    });
+    await strandCheckpointed(id);
     const restarted = await startDaemon(daemon.stateDir);
     await assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1, lastDevicePairs: 0 });
     assert.ok(restarted.logs.some((l) => l.containerId === id && l.msg === "GPU state repaired"));
@@ -367,28 +371,12 @@ describe("faults end with nothing lost", () => {
     await daemon.stop();
     kyb = undefined;
     // What the daemon leaves when it dies after pre-restore planned a device map: the plan on disk (written by
-    // the daemon's own store) and, once runc restored the container, its process CHECKPOINTED.
+    // the daemon's own store) and, once runc restored the container, its process CHECKPOINTED (post-resume missed).
     const map = [
       { from: "GPU-aaaaaaaa-1111-2222-3333-444444444444", to: "GPU-bbbbbbbb-1111-2222-3333-444444444444" },
     ];
     await new RestorePlanStore(join(daemon.stateDir, "restore-plans")).save(id, map);
-    await run(
-      process.execPath,
-      [
-        join(packageRoot, "dist/src/cli/main.js"),
-        "gpu",
-        "freeze",
-        "--container",
-        id,
-        "--runtime-endpoint",
-        node.criSocket,
-        ...kybernateArgsForDouble(doubleDir).slice(0, 4),
-      ],
-      { env: { ...process.env, FAKE_CUDA_DIR: "/tmp/fake-cuda" } },
-    );
-    await waitForWorkload(cri, id, (all) => all.every((s) => s.state === "checkpointed"), {
-      what: "stranded",
-    });
+    await strandCheckpointed(id);
     const restarted = await startDaemon(daemon.stateDir);
     await assertRunningOnGpu(id, { restores: 1, lastDevicePairs: 1 });
     assert.ok(restarted.logs.some((l) => l.containerId === id && l.msg === "GPU state repaired"));
