@@ -133,7 +133,11 @@ for (const { name, make } of backends) {
       assert.equal(bad?.to, "FAILED");
       assert.match(String(bad?.error?.message), /cannot be brought back/);
       for (const pid of w.pids.filter((p) => p !== k))
-        assert.equal(await b.getState(pid), ProcessState.RUNNING);
+        assert.equal(
+          await b.getState(pid),
+          ProcessState.RUNNING,
+          `pid ${pid}; ${JSON.stringify(r.rollback)}`,
+        );
     });
   });
 }

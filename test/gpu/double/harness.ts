@@ -98,6 +98,10 @@ export async function startWorkload(
     });
   });
   pids.sort((a, b) => a - b);
+  // Pids are reused (pid_max may be 32768 and a test run spawns thousands): a fault file an earlier test left
+  // for a process that had this pid must not apply to the new one. The workload reads it only at a driver call.
+  if (opts.faultFile?.includes("%p"))
+    for (const pid of pids) rmSync(opts.faultFile.replace("%p", String(pid)), { force: true });
   const status = (pid: number): WorkloadStatus =>
     JSON.parse(readFileSync(join(controlDir, `${pid}.json`), "utf8")) as WorkloadStatus;
   return {
