@@ -17,22 +17,6 @@
 
 #include "fake-cuda.h"
 
-#include <stdarg.h>
-/* FAKE_CUDA_DEBUG_LOG=FILE: every control call that does not get an answer, with the reason (flaky-test hunting). */
-static void debug(const char *fmt, ...) {
-  const char *path = getenv("FAKE_CUDA_DEBUG_LOG");
-  if (!path) return;
-  FILE *f = fopen(path, "a");
-  if (!f) return;
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(f, "ctl[%d] ", (int)getpid());
-  vfprintf(f, fmt, ap);
-  fputc('\n', f);
-  va_end(ap);
-  fclose(f);
-}
-
 const char *fake_cuda_dir(void) {
   const char *d = getenv("FAKE_CUDA_DIR");
   return d && *d ? d : FAKE_CUDA_DEFAULT_DIR;
@@ -99,7 +83,7 @@ int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *v
   if (pid <= 0 || stat(procdir, &st) != 0) return CUDA_ERROR_OPERATING_SYSTEM;
   int ns = ns_pid_of(pid);
   if (ns <= 0) {
-    debug("%s %d: no NSpid", op, pid);
+    fake_debug("ctl", "%s %d: no NSpid", op, pid);
     return CUDA_ERROR_OPERATING_SYSTEM;
   }
 
@@ -110,14 +94,14 @@ int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *v
   if (fd < 0) return CUDA_ERROR_OPERATING_SYSTEM;
   /* No socket, or nobody listening: the process never initialised "CUDA", as the driver says for any pid. */
   if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-    debug("%s %d: connect %s: %s", op, pid, addr.sun_path, strerror(errno));
+    fake_debug("ctl", "%s %d: connect %s: %s", op, pid, addr.sun_path, strerror(errno));
     close(fd);
     return CUDA_ERROR_NOT_INITIALIZED;
   }
   char req[64];
   int len = snprintf(req, sizeof req, "%s %u\n", op, arg);
   if (write(fd, req, len) != len) {
-    debug("%s %d: write: %s", op, pid, strerror(errno));
+    fake_debug("ctl", "%s %d: write: %s", op, pid, strerror(errno));
     close(fd);
     return CUDA_ERROR_OPERATING_SYSTEM;
   }
@@ -137,7 +121,7 @@ int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *v
     ssize_t k = read(fd, buf + got, sizeof buf - 1 - got);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) {
-      debug("%s %d: read %zd: %s", op, pid, k, k < 0 ? strerror(errno) : "EOF");
+      fake_debug("ctl", "%s %d: read %zd: %s", op, pid, k, k < 0 ? strerror(errno) : "EOF");
       close(fd);
       /* The workload went away (or dropped a hung call) before answering. */
       return stat(procdir, &st) == 0 ? CUDA_ERROR_UNKNOWN : CUDA_ERROR_OPERATING_SYSTEM;

@@ -282,21 +282,6 @@ static int handle(const char *op, unsigned arg, int *value) {
   return CUDA_ERROR_INVALID_VALUE;
 }
 
-#include <stdarg.h>
-static void wdebug(const char *fmt, ...) {
-  const char *path = getenv("FAKE_CUDA_DEBUG_LOG");
-  if (!path) return;
-  FILE *f = fopen(path, "a");
-  if (!f) return;
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(f, "workload[%d] ", (int)getpid());
-  vfprintf(f, fmt, ap);
-  fputc('\n', f);
-  va_end(ap);
-  fclose(f);
-}
-
 static void serve_one(int lfd) {
   int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
   if (c < 0) return;
@@ -309,7 +294,7 @@ static void serve_one(int lfd) {
   do n = read(c, req, sizeof req - 1);
   while (n < 0 && errno == EINTR && !stop);
   if (n <= 0) {
-    wdebug("read %zd: %s", n, n < 0 ? strerror(errno) : "EOF");
+    fake_debug("workload", "read %zd: %s", n, n < 0 ? strerror(errno) : "EOF");
     close(c);
     return;
   }
@@ -323,7 +308,7 @@ static void serve_one(int lfd) {
   /* A caller that gave up (lock timeout while we were stopped) must not find the process locked later. */
   struct pollfd p = {.fd = c, .events = POLLRDHUP};
   if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP))) {
-    wdebug("%s: caller gone (revents %#x)", op, p.revents);
+    fake_debug("workload", "%s: caller gone (revents %#x)", op, p.revents);
     close(c);
     return;
   }

@@ -34,4 +34,27 @@ const char *fake_error_name(int code);
  */
 int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *value);
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/*
+ * FAKE_CUDA_DEBUG_LOG=FILE: both sides append every control call that goes unanswered, with the reason
+ * (flaky-test hunting). `who` names the side ("ctl", "workload"). In the header: the workload links no other file.
+ */
+__attribute__((unused, format(printf, 2, 3))) static void fake_debug(const char *who, const char *fmt, ...) {
+  const char *path = getenv("FAKE_CUDA_DEBUG_LOG");
+  if (!path) return;
+  FILE *f = fopen(path, "a");
+  if (!f) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(f, "%s[%d] ", who, (int)getpid());
+  vfprintf(f, fmt, ap);
+  fputc('\n', f);
+  va_end(ap);
+  fclose(f);
+}
+
 #endif
