@@ -4,7 +4,7 @@ import type { Logger } from "../log.js";
 import { NriStub } from "../nri/stub.js";
 import { fixedEstimator } from "../ops/admission.js";
 import { NodeOps } from "../ops/checkpoint-ops.js";
-import { type GpuRequest, gpuRequestOf } from "../ops/container-gpus.js";
+import { gpuRequestOf } from "../ops/container-gpus.js";
 import { KybernateMetrics, startMetricsServer } from "../ops/metrics.js";
 import { NvidiaSmiProbe } from "../ops/nvidia-smi.js";
 import { hooksDir } from "../paths.js";
@@ -69,7 +69,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   });
   log.info({ backend: backend.description }, "GPU backend");
   const managed = new Map<string, ManagedContainer>();
-  const gpuRequests = new Map<string, GpuRequest>();
   const restorePlans = new RestorePlanStore(join(options.stateDir, "restore-plans"));
   const metrics = new KybernateMetrics();
   const opsOptions = options.ops ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
@@ -99,7 +98,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       const container = managed.get(id);
       return container ? { pod: container.pod, container: container.name } : undefined;
     },
-    gpuRequest: (id) => gpuRequests.get(id),
+    gpuRequest: (id) => managed.get(id)?.gpuRequest,
     restorePlans,
   });
   await coordinator.recover();
@@ -125,7 +124,6 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ...(options.selector ? { selector: options.selector } : {}),
     log,
     onManaged: (pod, container, reason) => {
-      gpuRequests.set(container.id, gpuRequestOf(container.linux?.devices ?? [], container.env));
       managed.set(container.id, {
         id: container.id,
         name: container.name,
@@ -133,11 +131,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
         reason,
         restored: container.annotations.restored === "true",
         since: new Date().toISOString(),
+        gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
       });
     },
     onRemoved: (id) => {
       managed.delete(id);
-      gpuRequests.delete(id);
       void restorePlans.remove(id).catch(() => undefined);
     },
     // In the background: registration must not wait on driver calls.

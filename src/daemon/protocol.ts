@@ -1,6 +1,8 @@
 // The hook ↔ daemon protocol: one JSON request line, one JSON reply line, over a root-only unix socket.
 // Kept tiny because the hook runs while a container is frozen.
 
+import type { GpuRequest } from "../ops/container-gpus.js";
+
 export type HookAction = "pre-dump" | "pre-restore" | "post-resume";
 
 export interface HookRequest {
@@ -42,6 +44,8 @@ export interface ManagedContainer {
   reason: string;
   restored: boolean;
   since: string;
+  /** The GPUs its spec asks for (device nodes, NVIDIA_VISIBLE_DEVICES): a restore goes onto these. */
+  gpuRequest?: GpuRequest;
 }
 
 /** A GPU stage in flight. */

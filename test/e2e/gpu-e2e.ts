@@ -6,6 +6,7 @@
  * measures the same container's floor: the driver's freeze and thaw alone, and containerd + CRIU alone.
  * Run through test/e2e/gpu-e2e.sh, which brings up the node. Nothing here knows the machine: paths are options.
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -315,7 +316,6 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
 async function checkMovedGpu(kyb: KybernateProcess, mark: number, id: string, rid: string): Promise<void> {
   const planLine = kyb.logs.slice(mark).find((l) => l.msg === "GPU restore plan");
   const plan = planLine?.plan as { ok: boolean; deviceMap?: Array<{ from: string; to: string }> } | undefined;
-  const { execFileSync } = await import("node:child_process");
   const apps = execFileSync("nvidia-smi", ["--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"], {
     encoding: "utf8",
   });
@@ -391,7 +391,6 @@ function checkLosses(c: Case, atCheckpoint: number): void {
 }
 
 async function referenceRun(): Promise<void> {
-  const { execFileSync } = await import("node:child_process");
   execFileSync(
     opt.python,
     [
