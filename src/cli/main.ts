@@ -2,7 +2,7 @@
 import "./threadpool.js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { version } from "../version.js";
+import { version } from "../base/version.js";
 import { checkpointCommand } from "./commands/checkpoint.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { gpuCommand } from "./commands/gpu.js";

@@ -10,8 +10,8 @@ import {
   status,
 } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { type Logger, silentLogger } from "../log.js";
-import { protoDir } from "../paths.js";
+import { type Logger, silentLogger } from "../base/log.js";
+import { protoDir } from "../base/paths.js";
 import { CriError } from "./errors.js";
 import type {
   AuthConfig,

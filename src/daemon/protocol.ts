@@ -1,7 +1,7 @@
 // The hook ↔ daemon protocol: one JSON request line, one JSON reply line, over a root-only unix socket.
 // Kept tiny because the hook runs while a container is frozen.
 
-import type { GpuRequest } from "../ops/container-gpus.js";
+import type { GpuRequest } from "../checkpoint/gpu-request.js";
 
 export type HookAction = "pre-dump" | "pre-restore" | "post-resume";
 

@@ -1,7 +1,7 @@
 import { chmod, mkdir, rm } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import type { Coordinator } from "./coordinator.js";
 import type { DaemonReply, DaemonRequest, DaemonStatusData } from "./protocol.js";
 

@@ -1,5 +1,5 @@
 import type { Logger } from "pino";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "../base/log.js";
 import { defaultDeadlines, type GpuBackend } from "./backend.js";
 import { type DeviceMap, GpuError, type GpuOp, ProcessState, type StateName, stateName } from "./types.js";
 import { residentBytes } from "./vram.js";

@@ -1,6 +1,6 @@
 // The CRIU action hook's process: kept to node's built-ins so it starts fast while the container is frozen.
 import { askDaemon } from "../daemon/client.js";
-import { Freezer } from "../daemon/freezer.js";
+import { Freezer } from "../host/freezer.js";
 import { requestFromEnvironment } from "./environment.js";
 
 async function main(): Promise<number> {

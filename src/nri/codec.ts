@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import protobuf from "protobufjs";
-import { protoDir } from "../paths.js";
+import { protoDir } from "../base/paths.js";
 
 const PACKAGE = "nri.pkg.api.v1alpha1";
 export const PLUGIN_SERVICE = `${PACKAGE}.Plugin`;

@@ -1,5 +1,5 @@
 import { connect, type Socket } from "node:net";
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import { Multiplexer, TtrpcClient, TtrpcServer } from "../wire/index.js";
 import { encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "./codec.js";
 import type { NriHandlers } from "./handlers.js";

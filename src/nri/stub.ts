@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import type { NriHandlers } from "./handlers.js";
 import { Inventory } from "./inventory.js";
 import { openSession, type Session } from "./session.js";

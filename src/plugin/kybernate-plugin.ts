@@ -1,4 +1,4 @@
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import type { NriHandlers } from "../nri/handlers.js";
 import {
   type Container,
@@ -7,7 +7,7 @@ import {
   NriEvent,
   type PodSandbox,
 } from "../nri/types.js";
-import { version } from "../version.js";
+import { version } from "../base/version.js";
 import {
   type CriuConfigOptions,
   containersWithCriuFiles,

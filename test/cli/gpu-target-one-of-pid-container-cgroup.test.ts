@@ -5,7 +5,7 @@ import { after, test } from "node:test";
 import { promisify } from "node:util";
 import { gpuTarget } from "../../src/cli/commands/gpu.js";
 import { CriClient } from "../../src/cri/client.js";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { startFakeRuntime } from "../cri/fake-runtime.js";
 import { cleanupScratch, fakeTool, startWorkload, type Workload } from "../gpu/double/harness.js";
 import { container, POD_A, pod } from "./fixtures.js";

@@ -11,7 +11,7 @@ import {
   type sendUnaryData,
 } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
-import { protoDir } from "../../src/paths.js";
+import { protoDir } from "../../src/base/paths.js";
 
 export type Reply =
   | object

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { RestorePlanStore } from "../../src/daemon/restore-plans.js";
+import { RestorePlanStore } from "../../src/daemon/plan-store.js";
 
 const root = mkdtempSync(join(tmpdir(), "kyb-plans-"));
 after(() => rmSync(root, { recursive: true, force: true }));

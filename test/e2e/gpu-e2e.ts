@@ -17,7 +17,7 @@ import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { openBackend } from "../../src/gpu/select-backend.js";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { loadTestNode } from "../support/testnode.js";
 

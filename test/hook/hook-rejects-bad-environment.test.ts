@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { hooksDir } from "../../src/paths.js";
+import { hooksDir } from "../../src/base/paths.js";
 
 const hook = join(hooksDir, "kybernate-criu-hook");
 const scratch = mkdtempSync("/tmp/kyb-hook-");

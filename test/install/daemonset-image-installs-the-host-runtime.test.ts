@@ -22,8 +22,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { parse } from "yaml";
-import { packageRoot } from "../../src/paths.js";
-import { version } from "../../src/version.js";
+import { packageRoot } from "../../src/base/paths.js";
+import { version } from "../../src/base/version.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 
 const execFileP = promisify(execFile);

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
-import { install, productionPackages, readManifest, uninstall } from "../../src/ops/install.js";
-import { packageRoot } from "../../src/paths.js";
+import { install, productionPackages, readManifest, uninstall } from "../../src/admin/install.js";
+import { packageRoot } from "../../src/base/paths.js";
 
 function tree(root: string): string[] {
   const out: string[] = [];

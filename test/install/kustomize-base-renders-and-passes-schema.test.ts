@@ -12,7 +12,7 @@ import { test } from "node:test";
 import { DaemonSet } from "kubernetes-models/apps/v1";
 import { Namespace, Service } from "kubernetes-models/v1";
 import { isMap, isSeq, parseAllDocuments, parseDocument, type YAMLMap } from "yaml";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 
 const base = join(packageRoot, "install", "kubernetes");
 

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { list } from "tar";
 import { CriClient, type RunningPod } from "../../src/cri/client.js";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 
 interface TestNodeEnv {
   criSocket: string;

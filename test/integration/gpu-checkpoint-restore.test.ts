@@ -12,8 +12,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
-import { RestorePlanStore } from "../../src/daemon/restore-plans.js";
-import { packageRoot } from "../../src/paths.js";
+import { RestorePlanStore } from "../../src/daemon/plan-store.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
   gpuDoubleMounts,

@@ -11,7 +11,7 @@ import { after, test } from "node:test";
 import { DriverBackend } from "../../src/gpu/driver-backend.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { ProcessState } from "../../src/gpu/types.js";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { buildDouble, cleanupScratch, fakeDevice, fakeLibcuda, scratch } from "../gpu/double/harness.js";
 
 function criuPath(): string {

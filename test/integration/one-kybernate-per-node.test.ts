@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { loadTestNode } from "../support/testnode.js";
 

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
-import { packageRoot } from "../../src/paths.js";
+import { packageRoot } from "../../src/base/paths.js";
 import { VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { container, pod, within } from "./fixtures.js";

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import type { Logger } from "../../src/log.js";
+import type { Logger } from "../../src/base/log.js";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import { NriStub, type StubOptions } from "../../src/nri/stub.js";
 import { type Container, ContainerState, type PodSandbox } from "../../src/nri/types.js";

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { silentLogger } from "../../src/log.js";
+import { silentLogger } from "../../src/base/log.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
 import { container, pod } from "../nri/fixtures.js";
 

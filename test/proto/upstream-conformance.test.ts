@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { packageRoot, protoDir } from "../../src/paths.js";
+import { packageRoot, protoDir } from "../../src/base/paths.js";
 import { compareProtos, parseProto } from "./proto-compare.js";
 
 const CRI_UPSTREAM = "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto";

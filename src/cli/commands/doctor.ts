@@ -5,7 +5,7 @@ import {
   doctorFailed,
   formatReport,
   runDoctor,
-} from "../../ops/doctor.js";
+} from "../../admin/doctor.js";
 
 type DoctorArgs = Omit<DoctorOptions, "containerdConfig" | "kernelConfig"> & {
   containerdConfig?: string;

@@ -1,7 +1,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
-import { type GpuCommandOptions, runGpuCommand } from "../../gpu/command.js";
-import { createLogger } from "../../log.js";
+import { type GpuCommandOptions, runGpuCommand } from "../gpu-command.js";
+import { createLogger } from "../../base/log.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { type GpuBackendArgs, withGpuBackend } from "../gpu-options.js";

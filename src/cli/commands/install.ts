@@ -2,10 +2,10 @@ import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { checkContainerdConfig } from "../../ops/containerd-config.js";
-import { install } from "../../ops/install.js";
-import { packageRoot } from "../../paths.js";
-import { version } from "../../version.js";
+import { checkContainerdConfig } from "../../admin/containerd-config.js";
+import { install } from "../../admin/install.js";
+import { packageRoot } from "../../base/paths.js";
+import { version } from "../../base/version.js";
 import { exitWithError } from "../cli-error.js";
 
 interface InstallArgs {

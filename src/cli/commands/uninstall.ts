@@ -1,5 +1,5 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { uninstall } from "../../ops/install.js";
+import { uninstall } from "../../admin/install.js";
 import { exitWithError } from "../cli-error.js";
 
 interface UninstallArgs {

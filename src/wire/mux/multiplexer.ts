@@ -1,6 +1,6 @@
 import { Duplex } from "node:stream";
-import type { Logger } from "../../log.js";
-import { silentLogger } from "../../log.js";
+import type { Logger } from "../../base/log.js";
+import { silentLogger } from "../../base/log.js";
 import { FrameDecoder, FrameError, frameMessage } from "./frame.js";
 
 export interface MultiplexerOptions {

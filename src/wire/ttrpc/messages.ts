@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import protobuf from "protobufjs";
-import { protoDir } from "../../paths.js";
+import { protoDir } from "../../base/paths.js";
 
 // Loaded once at import: the envelope is tiny and every ttrpc message goes through it.
 const root = protobuf.loadSync(join(protoDir, "ttrpc", "ttrpc.proto"));

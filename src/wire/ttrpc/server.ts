@@ -1,6 +1,6 @@
 import type { Duplex } from "node:stream";
-import type { Logger } from "../../log.js";
-import { silentLogger } from "../../log.js";
+import type { Logger } from "../../base/log.js";
+import { silentLogger } from "../../base/log.js";
 import { type IncomingMessage, MessageChannel } from "./channel.js";
 import { startDeadline } from "./deadline.js";
 import { MAX_DATA_LENGTH, MessageType } from "./header.js";

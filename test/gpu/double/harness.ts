@@ -2,7 +2,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { packageRoot } from "../../../src/paths.js";
+import { packageRoot } from "../../../src/base/paths.js";
 
 // One control directory per test process, shared with the fake libcuda / cuda-checkpoint through the env.
 const controlDir = `/tmp/kyb-fc-${process.pid}`;

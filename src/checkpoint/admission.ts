@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { ComputeApp } from "./nvidia-smi.js";
+import type { ComputeApp } from "../host/nvidia-smi.js";
 
 const MiB = 1024 * 1024;
 

@@ -1,5 +1,5 @@
 import type { OperationRecord } from "../gpu/engine.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import {
   type AdmissionVerdict,
   cgroupRoomBytes,
@@ -8,7 +8,7 @@ import {
   memAvailableBytes,
   type VramEstimator,
 } from "./admission.js";
-import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./container-gpus.js";
+import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
 import {
   buildMetadata,
   findMetadataDir,
@@ -16,9 +16,9 @@ import {
   type RestorePlan,
   readMetadata,
   writeMetadata,
-} from "./gpu-metadata.js";
+} from "./metadata.js";
 import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
-import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "./nvidia-smi.js";
+import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
 
 export interface ContainerNames {
   pod?: string;

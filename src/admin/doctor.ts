@@ -5,7 +5,7 @@ import { connect } from "node:net";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { checkContainerdConfig } from "./containerd-config.js";
-import { describeExecError, NvidiaSmiProbe, procDriverVersion } from "./nvidia-smi.js";
+import { describeExecError, NvidiaSmiProbe, procDriverVersion } from "../host/nvidia-smi.js";
 import { atLeast, parseVersion } from "./versions.js";
 
 const run = promisify(execFile);

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
-import { doctorFailed, formatReport, runDoctor } from "../../src/ops/doctor.js";
+import { doctorFailed, formatReport, runDoctor } from "../../src/admin/doctor.js";
 
 const dir = mkdtempSync("/tmp/kyb-doctor-");
 const script = (name: string, body: string): string => {

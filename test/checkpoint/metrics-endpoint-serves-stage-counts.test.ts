@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
 import type { OperationRecord } from "../../src/gpu/engine.js";
-import { silentLogger } from "../../src/log.js";
-import { NodeOps } from "../../src/ops/checkpoint-ops.js";
-import { KybernateMetrics, startMetricsServer } from "../../src/ops/metrics.js";
+import { silentLogger } from "../../src/base/log.js";
+import { NodeOps } from "../../src/checkpoint/policy.js";
+import { KybernateMetrics, startMetricsServer } from "../../src/checkpoint/metrics.js";
 
 const record = (
   op: OperationRecord["op"],

@@ -10,8 +10,8 @@ import {
   gpusOpenedBy,
   readDeviceMinors,
   resolveGpuRequest,
-} from "../../src/ops/container-gpus.js";
-import type { GpuInfo } from "../../src/ops/nvidia-smi.js";
+} from "../../src/checkpoint/gpu-request.js";
+import type { GpuInfo } from "../../src/host/nvidia-smi.js";
 
 const A = "GPU-aaaaaaaa-0000-0000-0000-000000000000";
 const B = "GPU-bbbbbbbb-0000-0000-0000-000000000000";

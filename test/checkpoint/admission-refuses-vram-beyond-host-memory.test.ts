@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { silentLogger } from "../../src/log.js";
-import { computeAppsEstimator, decideAdmission, fixedEstimator } from "../../src/ops/admission.js";
-import { NodeOps } from "../../src/ops/checkpoint-ops.js";
+import { silentLogger } from "../../src/base/log.js";
+import { computeAppsEstimator, decideAdmission, fixedEstimator } from "../../src/checkpoint/admission.js";
+import { NodeOps } from "../../src/checkpoint/policy.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

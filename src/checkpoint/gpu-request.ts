@@ -1,6 +1,6 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import type { GpuInfo } from "./nvidia-smi.js";
+import type { GpuInfo } from "../host/nvidia-smi.js";
 
 /** The character-device major of /dev/nvidia0…N, /dev/nvidiactl (255) and /dev/nvidia-modeset (254). */
 export const NVIDIA_MAJOR = 195;

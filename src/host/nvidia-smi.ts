@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
-import { readDeviceMinors } from "./container-gpus.js";
+import { readDeviceMinors } from "../checkpoint/gpu-request.js";
 
 const run = promisify(execFile);
 

@@ -1,10 +1,10 @@
 import type { Logger } from "pino";
-import { silentLogger } from "../log.js";
-import type { GpuBackend } from "./backend.js";
-import { discoverCudaProcesses } from "./discovery.js";
-import { GpuEngine, type OperationRecord } from "./engine.js";
-import { type BackendKind, openBackend } from "./select-backend.js";
-import { parseDeviceMap } from "./types.js";
+import { silentLogger } from "../base/log.js";
+import type { GpuBackend } from "../gpu/backend.js";
+import { discoverCudaProcesses } from "../gpu/discovery.js";
+import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
+import { type BackendKind, openBackend } from "../gpu/select-backend.js";
+import { parseDeviceMap } from "../gpu/types.js";
 
 export interface GpuCommandOptions {
   action: "state" | "freeze" | "thaw";

@@ -1,22 +1,22 @@
 import { join } from "node:path";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "../base/log.js";
 import { NriStub } from "../nri/stub.js";
-import { fixedEstimator } from "../ops/admission.js";
-import { NodeOps } from "../ops/checkpoint-ops.js";
-import { gpuRequestOf } from "../ops/container-gpus.js";
-import { KybernateMetrics, startMetricsServer } from "../ops/metrics.js";
-import { NvidiaSmiProbe } from "../ops/nvidia-smi.js";
-import { hooksDir } from "../paths.js";
+import { fixedEstimator } from "../checkpoint/admission.js";
+import { NodeOps } from "../checkpoint/policy.js";
+import { gpuRequestOf } from "../checkpoint/gpu-request.js";
+import { KybernateMetrics, startMetricsServer } from "../checkpoint/metrics.js";
+import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
+import { hooksDir } from "../base/paths.js";
 import type { CriuConfigOptions } from "../plugin/criu-config.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
-import { version } from "../version.js";
-import { Coordinator } from "./coordinator.js";
-import { Journal } from "./journal.js";
-import type { ManagedContainer } from "./protocol.js";
-import { RestorePlanStore } from "./restore-plans.js";
-import { assertNoLiveDaemon, startDaemonServer } from "./server.js";
+import { version } from "../base/version.js";
+import { Coordinator } from "../daemon/coordinator.js";
+import { Journal } from "../daemon/journal.js";
+import type { ManagedContainer } from "../daemon/protocol.js";
+import { RestorePlanStore } from "../daemon/plan-store.js";
+import { assertNoLiveDaemon, startDaemonServer } from "../daemon/server.js";
 
 export interface DaemonOptions {
   nriSocket: string;

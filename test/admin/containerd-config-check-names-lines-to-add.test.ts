@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { checkContainerdConfig, needsRestoreSwitch, tomlKeys } from "../../src/ops/containerd-config.js";
+import { checkContainerdConfig, needsRestoreSwitch, tomlKeys } from "../../src/admin/containerd-config.js";
 
 test("NRI: on by default in 2.x, off when disabled, off by default in 1.7 — with the TOML to add", () => {
   assert.deepEqual(

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildMetadata, type CheckpointMetadata, planRestore } from "../../src/ops/gpu-metadata.js";
-import type { GpuInventory } from "../../src/ops/nvidia-smi.js";
+import { buildMetadata, type CheckpointMetadata, planRestore } from "../../src/checkpoint/metadata.js";
+import type { GpuInventory } from "../../src/host/nvidia-smi.js";
 
 const A = "GPU-aaaaaaaa-0000-0000-0000-000000000000";
 const B = "GPU-bbbbbbbb-0000-0000-0000-000000000000";
