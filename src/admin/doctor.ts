@@ -4,8 +4,8 @@ import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { promisify } from "node:util";
 import { gunzipSync } from "node:zlib";
-import { checkContainerdConfig } from "./containerd-config.js";
 import { describeExecError, NvidiaSmiProbe, procDriverVersion } from "../host/nvidia-smi.js";
+import { checkContainerdConfig } from "./containerd-config.js";
 import { atLeast, parseVersion } from "./versions.js";
 
 const run = promisify(execFile);

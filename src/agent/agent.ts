@@ -1,22 +1,22 @@
 import { join } from "node:path";
-import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import type { Logger } from "../base/log.js";
-import { NriStub } from "../nri/stub.js";
+import { hooksDir } from "../base/paths.js";
+import { version } from "../base/version.js";
 import { fixedEstimator } from "../checkpoint/admission.js";
-import { NodeOps } from "../checkpoint/policy.js";
 import { gpuRequestOf } from "../checkpoint/gpu-request.js";
 import { KybernateMetrics, startMetricsServer } from "../checkpoint/metrics.js";
+import { NodeOps } from "../checkpoint/policy.js";
+import { Coordinator } from "../daemon/coordinator.js";
+import { Journal } from "../daemon/journal.js";
+import { RestorePlanStore } from "../daemon/plan-store.js";
+import type { ManagedContainer } from "../daemon/protocol.js";
+import { assertNoLiveDaemon, startDaemonServer } from "../daemon/server.js";
+import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
-import { hooksDir } from "../base/paths.js";
+import { NriStub } from "../nri/stub.js";
 import type { CriuConfigOptions } from "../plugin/criu-config.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
-import { version } from "../base/version.js";
-import { Coordinator } from "../daemon/coordinator.js";
-import { Journal } from "../daemon/journal.js";
-import type { ManagedContainer } from "../daemon/protocol.js";
-import { RestorePlanStore } from "../daemon/plan-store.js";
-import { assertNoLiveDaemon, startDaemonServer } from "../daemon/server.js";
 
 export interface DaemonOptions {
   nriSocket: string;

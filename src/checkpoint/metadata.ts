@@ -1,8 +1,8 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DeviceMap } from "../gpu/types.js";
-import type { ResolvedGpus } from "./gpu-request.js";
 import type { ComputeApp, GpuInfo, GpuInventory } from "../host/nvidia-smi.js";
+import type { ResolvedGpus } from "./gpu-request.js";
 
 /** The file kybernate leaves in CRIU's image directory; it travels in the checkpoint's `checkpoint/` folder. */
 export const METADATA_FILE = "kybernate.json";

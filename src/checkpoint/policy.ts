@@ -1,5 +1,6 @@
-import type { OperationRecord } from "../gpu/engine.js";
 import type { Logger } from "../base/log.js";
+import type { OperationRecord } from "../gpu/engine.js";
+import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
 import {
   type AdmissionVerdict,
   cgroupRoomBytes,
@@ -18,7 +19,6 @@ import {
   writeMetadata,
 } from "./metadata.js";
 import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
-import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
 
 export interface ContainerNames {
   pod?: string;

@@ -1,18 +1,18 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "../base/log.js";
+import type { GpuRequest } from "../checkpoint/gpu-request.js";
+import type { RestorePlan } from "../checkpoint/metadata.js";
+import type { CheckpointOps, ContainerNames } from "../checkpoint/policy.js";
 import type { GpuBackend } from "../gpu/backend.js";
 import { discoverCudaProcesses } from "../gpu/discovery.js";
 import { GpuEngine, type OperationRecord } from "../gpu/engine.js";
 import { type DeviceMap, ProcessState } from "../gpu/types.js";
-import type { Logger } from "../base/log.js";
-import type { CheckpointOps, ContainerNames } from "../checkpoint/policy.js";
-import type { GpuRequest } from "../checkpoint/gpu-request.js";
-import type { RestorePlan } from "../checkpoint/metadata.js";
 import { Freezer } from "../host/freezer.js";
-import type { Journal, JournalEntry } from "./journal.js";
 import { identify, isSameProcess, type ProcessIdentity, tracerOf } from "../host/proc.js";
-import type { ContainerActivity, DaemonReply, HookRequest, LastOperationStatus } from "./protocol.js";
+import type { Journal, JournalEntry } from "./journal.js";
 import type { RestorePlanStore } from "./plan-store.js";
+import type { ContainerActivity, DaemonReply, HookRequest, LastOperationStatus } from "./protocol.js";
 
 /** On shutdown, how long watchers may still wait for a container's resume before leaving it to the journal. */
 const CLOSE_GRACE_MS = 5000;

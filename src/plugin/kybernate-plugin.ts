@@ -1,4 +1,5 @@
 import type { Logger } from "../base/log.js";
+import { version } from "../base/version.js";
 import type { NriHandlers } from "../nri/handlers.js";
 import {
   type Container,
@@ -7,7 +8,6 @@ import {
   NriEvent,
   type PodSandbox,
 } from "../nri/types.js";
-import { version } from "../base/version.js";
 import {
   type CriuConfigOptions,
   containersWithCriuFiles,

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
-import type { OperationRecord } from "../../src/gpu/engine.js";
 import { silentLogger } from "../../src/base/log.js";
-import { NodeOps } from "../../src/checkpoint/policy.js";
 import { KybernateMetrics, startMetricsServer } from "../../src/checkpoint/metrics.js";
+import { NodeOps } from "../../src/checkpoint/policy.js";
+import type { OperationRecord } from "../../src/gpu/engine.js";
 
 const record = (
   op: OperationRecord["op"],

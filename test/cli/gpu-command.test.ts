@@ -2,7 +2,13 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, describe, test } from "node:test";
 import { runGpuCommand } from "../../src/cli/gpu-command.js";
-import { cleanupScratch, fakeLibcuda, fakeTool, startWorkload, type Workload } from "../gpu/double/harness.js";
+import {
+  cleanupScratch,
+  fakeLibcuda,
+  fakeTool,
+  startWorkload,
+  type Workload,
+} from "../gpu/double/harness.js";
 
 const started: Workload[] = [];
 after(async () => {

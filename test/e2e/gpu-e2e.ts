@@ -11,13 +11,13 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync }
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
+import { packageRoot } from "../../src/base/paths.js";
 import { initPidOf } from "../../src/cli/resolve.js";
 import { CriClient, type DeviceSpec, type MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { openBackend } from "../../src/gpu/select-backend.js";
-import { packageRoot } from "../../src/base/paths.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { loadTestNode } from "../support/testnode.js";
 

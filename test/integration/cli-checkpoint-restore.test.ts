@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { CriClient } from "../../src/cri/client.js";
 import { packageRoot } from "../../src/base/paths.js";
+import { CriClient } from "../../src/cri/client.js";
 import { cleanupScratch, fakeTool } from "../gpu/double/harness.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 

@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { list } from "tar";
-import { CriClient, type RunningPod } from "../../src/cri/client.js";
 import { packageRoot } from "../../src/base/paths.js";
+import { CriClient, type RunningPod } from "../../src/cri/client.js";
 
 interface TestNodeEnv {
   criSocket: string;

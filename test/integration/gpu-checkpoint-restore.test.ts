@@ -10,10 +10,10 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
+import { packageRoot } from "../../src/base/paths.js";
 import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { RestorePlanStore } from "../../src/daemon/plan-store.js";
-import { packageRoot } from "../../src/base/paths.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
   gpuDoubleMounts,

@@ -8,10 +8,10 @@ import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { packageRoot } from "../../src/base/paths.js";
 import { DriverBackend } from "../../src/gpu/driver-backend.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { ProcessState } from "../../src/gpu/types.js";
-import { packageRoot } from "../../src/base/paths.js";
 import { buildDouble, cleanupScratch, fakeDevice, fakeLibcuda, scratch } from "../gpu/double/harness.js";
 
 function criuPath(): string {

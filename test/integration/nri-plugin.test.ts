@@ -7,11 +7,11 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
+import { version } from "../../src/base/version.js";
 import { CriClient, type RunningPod } from "../../src/cri/client.js";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import { NriStub } from "../../src/nri/stub.js";
 import { CRIU_CONFIG_ANNOTATION, VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
-import { version } from "../../src/base/version.js";
 import { captureLog, kybernateFor, within } from "../nri/fixtures.js";
 import { loadTestNode, restartContainerd, type TestNode } from "../support/testnode.js";
 

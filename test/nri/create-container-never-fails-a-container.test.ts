@@ -3,9 +3,9 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
+import { version } from "../../src/base/version.js";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import { CRIU_CONFIG_ANNOTATION, VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
-import { version } from "../../src/base/version.js";
 import { FakeRuntime } from "./fake-runtime.js";
 import { captureLog, container, kybernateFor, pod, stubFor, within } from "./fixtures.js";
 

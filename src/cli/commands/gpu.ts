@@ -1,9 +1,9 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import type { CriClient } from "../../cri/client.js";
-import { type GpuCommandOptions, runGpuCommand } from "../gpu-command.js";
 import { createLogger } from "../../base/log.js";
+import type { CriClient } from "../../cri/client.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
+import { type GpuCommandOptions, runGpuCommand } from "../gpu-command.js";
 import { type GpuBackendArgs, withGpuBackend } from "../gpu-options.js";
 import { initPidOf, resolveContainer } from "../resolve.js";
 

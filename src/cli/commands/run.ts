@@ -1,8 +1,8 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { startDaemon } from "../../agent/agent.js";
+import { createLogger } from "../../base/log.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import type { BackendKind } from "../../gpu/select-backend.js";
-import { createLogger } from "../../base/log.js";
 import type { CriuConfigOptions } from "../../plugin/criu-config.js";
 import { parseSelector } from "../../plugin/selector.js";
 
