@@ -3,8 +3,10 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { promisify } from "node:util";
-import { gunzipSync } from "node:zlib";
-import { describeExecError, NvidiaSmiProbe, procDriverVersion } from "../host/nvidia-smi.js";
+import { CGROUP_ROOT } from "../host/cgroup.js";
+import { kernelConfigText } from "../host/kernel.js";
+import { driverVersionFile, readDriverVersionFile } from "../host/nvidia.js";
+import { describeExecError, NvidiaSmiProbe } from "../host/nvidia-smi.js";
 import { checkContainerdConfig } from "./containerd-config.js";
 import { atLeast, parseVersion } from "./versions.js";
 
@@ -44,8 +46,8 @@ export const defaultDoctorOptions: DoctorOptions = {
   nvidiaSmi: "nvidia-smi",
   libcuda: "libcuda.so.1",
   cudaCheckpoint: "cuda-checkpoint",
-  driverVersionFile: "/proc/driver/nvidia/version",
-  cgroupRoot: "/sys/fs/cgroup",
+  driverVersionFile: driverVersionFile(),
+  cgroupRoot: CGROUP_ROOT,
 };
 
 async function output(binary: string, args: string[], timeoutMs = 20_000): Promise<string> {
@@ -62,7 +64,7 @@ const check = (name: string, ok: boolean, detail: string, fix: string, required 
 });
 
 async function driverChecks(o: DoctorOptions): Promise<CheckResult[]> {
-  const version = await procDriverVersion(o.driverVersionFile);
+  const version = await readDriverVersionFile(o.driverVersionFile);
   const installFix =
     "install the NVIDIA driver 580 or later (570 is the minimum for the checkpoint API) and load its kernel module";
   if (!version)
@@ -220,17 +222,6 @@ async function containerdChecks(o: DoctorOptions): Promise<CheckResult[]> {
   return results;
 }
 
-export async function kernelConfigText(path?: string): Promise<{ text: string; source: string } | undefined> {
-  const release = (await readFile("/proc/sys/kernel/osrelease", "utf8").catch(() => "")).trim();
-  for (const candidate of path ? [path] : ["/proc/config.gz", `/boot/config-${release}`]) {
-    const bytes = await readFile(candidate).catch(() => undefined);
-    if (!bytes) continue;
-    const text = candidate.endsWith(".gz") ? gunzipSync(bytes).toString("utf8") : bytes.toString("utf8");
-    return { text, source: candidate };
-  }
-  return undefined;
-}
-
 async function kernelCheck(o: DoctorOptions): Promise<CheckResult> {
   const name = "kernel CONFIG_CHECKPOINT_RESTORE";
   const fix = "boot a kernel built with CONFIG_CHECKPOINT_RESTORE=y (every major distribution kernel has it)";
@@ -239,7 +230,7 @@ async function kernelCheck(o: DoctorOptions): Promise<CheckResult> {
     return check(
       name,
       false,
-      "no /proc/config.gz or /boot/config-$(uname -r)",
+      "no kernel config found (the kernel's own config.gz, nor /boot/config-$(uname -r))",
       `${fix}; or give --kernel-config PATH`,
     );
   const on = /^CONFIG_CHECKPOINT_RESTORE=y$/m.test(config.text);

@@ -5,12 +5,15 @@ import { version } from "../base/version.js";
 import { fixedEstimator } from "../checkpoint/admission.js";
 import { gpuRequestOf } from "../checkpoint/gpu-request.js";
 import { KybernateMetrics, startMetricsServer } from "../checkpoint/metrics.js";
-import { NodeOps } from "../checkpoint/policy.js";
+import { NodePolicy } from "../checkpoint/policy.js";
+import { Containers } from "../daemon/containers.js";
 import { Coordinator } from "../daemon/coordinator.js";
+import { hostView } from "../daemon/host-view.js";
 import { Journal } from "../daemon/journal.js";
-import { RestorePlanStore } from "../daemon/plan-store.js";
-import type { ManagedContainer } from "../daemon/protocol.js";
+import { PlanStore } from "../daemon/plan-store.js";
+import { HOOK_REPLY_MARGIN_MS } from "../daemon/protocol.js";
 import { assertNoLiveDaemon, startDaemonServer } from "../daemon/server.js";
+import { GpuEngine } from "../gpu/engine.js";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
 import { NriStub } from "../nri/stub.js";
@@ -18,7 +21,7 @@ import type { CriuConfigOptions } from "../plugin/criu-config.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
 
-export interface DaemonOptions {
+export interface AgentOptions {
   nriSocket: string;
   pluginIndex: string;
   daemonSocket: string;
@@ -32,11 +35,11 @@ export interface DaemonOptions {
   frozenGraceMs: number;
   criuNetworkLock: CriuConfigOptions["networkLock"];
   log: Logger;
-  /** Operations (src/ops): metrics endpoint, host-RAM admission, GPU metadata. */
-  ops?: DaemonOpsOptions;
+  policy?: PolicyOptions;
 }
 
-export interface DaemonOpsOptions {
+/** The metrics endpoint, host-RAM admission and the GPU facts behind the checkpoint metadata. */
+export interface PolicyOptions {
   /** 0 or absent: no metrics endpoint. */
   metricsPort?: number;
   metricsHost?: string;
@@ -47,7 +50,7 @@ export interface DaemonOpsOptions {
   nvidiaSmi?: string;
 }
 
-export interface Daemon {
+export interface Agent {
   stub: NriStub;
   stop(): Promise<void>;
 }
@@ -56,7 +59,12 @@ export interface Daemon {
  * kybernate on a node: the NRI plugin that marks GPU containers for the hook, and the daemon the hook asks
  * for every GPU state change. One process, so the plugin's knowledge and the GPU operations share state.
  */
-export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
+/**
+ * `kybernate run` on a node: the NRI plugin that marks GPU containers for the hook, and the daemon the hook asks
+ * for every GPU state change. One process, so the containers the plugin sees and the GPU operations share one
+ * record each.
+ */
+export async function startAgent(options: AgentOptions): Promise<Agent> {
   const { log } = options;
   await assertNoLiveDaemon(options.daemonSocket);
   const journal = new Journal(join(options.stateDir, "journal"));
@@ -68,50 +76,46 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger: log,
   });
   log.info({ backend: backend.description }, "GPU backend");
-  const managed = new Map<string, ManagedContainer>();
-  const restorePlans = new RestorePlanStore(join(options.stateDir, "restore-plans"));
+  const containers = new Containers();
+  const plans = new PlanStore(join(options.stateDir, "restore-plans"));
   const metrics = new KybernateMetrics();
-  const opsOptions = options.ops ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
-  const ops = new NodeOps({
-    probe: new NvidiaSmiProbe(opsOptions.nvidiaSmi),
+  const policyOptions = options.policy ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
+  const policy = new NodePolicy({
+    probe: new NvidiaSmiProbe(policyOptions.nvidiaSmi),
     version,
     log,
-    metrics,
-    admission: { enabled: opsOptions.admission, headroomBytes: opsOptions.admissionHeadroomBytes },
-    ...(opsOptions.vramEstimateBytes !== undefined
-      ? { estimator: fixedEstimator(opsOptions.vramEstimateBytes) }
+    admission: { enabled: policyOptions.admission, headroomBytes: policyOptions.admissionHeadroomBytes },
+    ...(policyOptions.vramEstimateBytes !== undefined
+      ? { estimator: fixedEstimator(policyOptions.vramEstimateBytes) }
       : {}),
   });
-  const metricsServer = opsOptions.metricsPort
-    ? await startMetricsServer(metrics, opsOptions.metricsPort, opsOptions.metricsHost)
+  const metricsServer = policyOptions.metricsPort
+    ? await startMetricsServer(metrics, policyOptions.metricsPort, policyOptions.metricsHost)
     : undefined;
   if (metricsServer) log.info({ address: metricsServer.address() }, "metrics on /metrics");
   const coordinator = new Coordinator({
-    backend,
-    journal,
     log,
-    gpuBudgetMs: options.gpuBudgetMs,
-    lockTimeoutMs: options.lockTimeoutMs,
-    frozenGraceMs: options.frozenGraceMs,
-    ops,
-    names: (id) => {
-      const container = managed.get(id);
-      return container ? { pod: container.pod, container: container.name } : undefined;
+    journal,
+    containers,
+    plans,
+    policy,
+    metrics,
+    engine: new GpuEngine({
+      backend,
+      logger: log,
+      lockTimeoutMs: options.lockTimeoutMs,
+      rollbackMs: options.gpuBudgetMs,
+    }),
+    host: hostView(backend),
+    timing: {
+      gpuBudgetMs: options.gpuBudgetMs,
+      frozenGraceMs: options.frozenGraceMs,
+      pollMs: 10,
+      retryBackoffMs: 250,
     },
-    gpuRequest: (id) => managed.get(id)?.gpuRequest,
-    restorePlans,
   });
   await coordinator.recover();
-  const server = await startDaemonServer(
-    options.daemonSocket,
-    coordinator,
-    () => ({
-      managed: [...managed.values()],
-      busy: coordinator.activity(),
-      last: coordinator.lastOperations(),
-    }),
-    log,
-  );
+  const server = await startDaemonServer(options.daemonSocket, coordinator, () => containers.status(), log);
   const handlers = kybernateHandlers({
     criu: {
       stateDir: join(options.stateDir, "containers"),
@@ -120,11 +124,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       daemonSocket: options.daemonSocket,
       networkLock: options.criuNetworkLock,
       timeoutS: Math.ceil(options.gpuBudgetMs / 1000),
+      hookTimeoutMs: options.gpuBudgetMs + HOOK_REPLY_MARGIN_MS,
     },
     ...(options.selector ? { selector: options.selector } : {}),
     log,
     onManaged: (pod, container, reason) => {
-      managed.set(container.id, {
+      containers.manage({
         id: container.id,
         name: container.name,
         pod: `${pod.namespace}/${pod.name}`,
@@ -135,15 +140,15 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       });
     },
     onRemoved: (id) => {
-      managed.delete(id);
-      void restorePlans.remove(id).catch(() => undefined);
+      containers.remove(id);
+      void plans.remove(id).catch(() => undefined);
     },
     // In the background: registration must not wait on driver calls.
-    onSynchronized: (containers) => {
-      void restorePlans
-        .prune(new Set(containers.map((c) => c.id)), new Date())
+    onSynchronized: (survivors) => {
+      void plans
+        .prune(new Set(survivors.map((c) => c.id)), new Date())
         .then(() =>
-          coordinator.repairStranded(containers.map((c) => ({ containerId: c.id, initPid: c.pid }))),
+          coordinator.repairStranded(survivors.map((c) => ({ containerId: c.id, initPid: c.pid }))),
         );
     },
   });

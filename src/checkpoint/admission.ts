@@ -1,6 +1,4 @@
-import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
+import type { MemoryUse } from "../host/cgroup.js";
 import type { ComputeApp } from "../host/nvidia-smi.js";
 
 const MiB = 1024 * 1024;
@@ -45,40 +43,10 @@ export function computeAppsEstimator(): VramEstimator {
   };
 }
 
-export async function memAvailableBytes(meminfo = "/proc/meminfo"): Promise<number> {
-  const text = await readFile(meminfo, "utf8");
-  const m = /^MemAvailable:\s+(\d+)\s+kB/m.exec(text);
-  if (!m) throw new Error(`${meminfo} has no MemAvailable line (kernel older than 3.14?)`);
-  return Number(m[1]) * 1024;
-}
-
-/**
- * Room left under the container's memory limit, or undefined when it has none. The staged VRAM becomes the
- * process's own memory, charged to its cgroup: a limit below it means an OOM kill mid-checkpoint.
- */
-export async function cgroupRoomBytes(pid: number): Promise<{ room: number; limit: number } | undefined> {
-  const text = await readFile(`/proc/${pid}/cgroup`, "utf8").catch(() => "");
-  for (const line of text.trim().split("\n")) {
-    const [, controllers = "", path = ""] = line.split(":");
-    const candidates: Array<[string, string, string]> = [];
-    if (controllers === "") candidates.push([join("/sys/fs/cgroup", path), "memory.max", "memory.current"]);
-    if (controllers.split(",").includes("memory"))
-      candidates.push([
-        join("/sys/fs/cgroup/memory", path),
-        "memory.limit_in_bytes",
-        "memory.usage_in_bytes",
-      ]);
-    for (const [dir, limitFile, usageFile] of candidates) {
-      if (path === "/" || !existsSync(join(dir, limitFile))) continue;
-      const limitText = (await readFile(join(dir, limitFile), "utf8")).trim();
-      const limit = Number(limitText);
-      // v2 says "max"; v1 says a number near 2^63 for "unlimited".
-      if (limitText === "max" || !Number.isFinite(limit) || limit >= 2 ** 62) continue;
-      const usage = Number((await readFile(join(dir, usageFile), "utf8")).trim());
-      return { room: Math.max(0, limit - usage), limit };
-    }
-  }
-  return undefined;
+/** Room left under a memory limit: the staged VRAM becomes the process's own memory, charged to its cgroup. */
+export function cgroupRoom(memory: MemoryUse | undefined): { room: number; limit: number } | undefined {
+  if (memory?.limit === undefined) return undefined;
+  return { room: Math.max(0, memory.limit - memory.usage), limit: memory.limit };
 }
 
 export interface AdmissionInput {

@@ -1,10 +1,6 @@
-import { readdir, readFile, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { gpuMinorsOpenedBy, gpuNodeNumber, NVIDIA_MAJOR, visibleDevices } from "../host/nvidia.js";
 import type { GpuInfo } from "../host/nvidia-smi.js";
-
-/** The character-device major of /dev/nvidia0…N, /dev/nvidiactl (255) and /dev/nvidia-modeset (254). */
-export const NVIDIA_MAJOR = 195;
-const GPU_NODE = /^nvidia(\d+)$/;
+import { PROC_ROOT } from "../host/proc.js";
 
 /**
  * What a container's spec says about its GPUs, as containerd hands it to NRI: the GPU device nodes (CRI
@@ -21,13 +17,12 @@ export function gpuRequestOf(
   env: readonly string[],
 ): GpuRequest {
   const minors = devices
-    .filter((d) => d.major === NVIDIA_MAJOR && GPU_NODE.test(d.path.split("/").pop() ?? ""))
+    .filter((d) => d.major === NVIDIA_MAJOR && gpuNodeNumber(d.path) !== undefined)
     .map((d) => d.minor);
-  // The last definition wins, as in execve's environment.
-  const entry = [...env].reverse().find((e) => e.startsWith("NVIDIA_VISIBLE_DEVICES="));
+  const visible = visibleDevices(env);
   return {
     minors: [...new Set(minors)].sort((a, b) => a - b),
-    ...(entry !== undefined ? { visibleDevices: entry.slice("NVIDIA_VISIBLE_DEVICES=".length) } : {}),
+    ...(visible !== undefined ? { visibleDevices: visible } : {}),
   };
 }
 
@@ -51,7 +46,7 @@ export function resolveGpuRequest(
       return {
         error: `the container's device /dev/nvidia${request.minors.find((_, i) => !found[i])} is no GPU of this node`,
       };
-    // Minor numbers unknown (no /proc/driver/nvidia): fall through to the variable, else the node's GPUs.
+    // Minor numbers unknown (the driver's files unreadable): fall through to the variable, else the node's GPUs.
   }
   const value = request.visibleDevices?.trim();
   if (value === undefined || value === "") return undefined;
@@ -70,50 +65,17 @@ export function resolveGpuRequest(
 }
 
 /**
- * UUID → device minor, from the driver's /proc/driver/nvidia/gpus/<bus>/information ("Device Minor",
- * "GPU UUID"): nvidia-smi's index is not the minor number, and only the minor ties a /dev node to a GPU.
- */
-export async function readDeviceMinors(root = "/proc/driver/nvidia/gpus"): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  const buses = await readdir(root).catch(() => [] as string[]);
-  for (const bus of buses) {
-    const text = await readFile(join(root, bus, "information"), "utf8").catch(() => "");
-    const minor = /^Device Minor:\s*(\d+)/m.exec(text)?.[1];
-    const uuid = /^GPU UUID:\s*(\S+)/m.exec(text)?.[1];
-    if (minor !== undefined && uuid) out.set(uuid, Number(minor));
-  }
-  return out;
-}
-
-/**
- * The GPUs the processes hold open (their /dev/nvidiaN fds, stat'ed through /proc so a container's own /dev
- * needs no reading). The driver checkpoints every GPU a process opened, not only the ones it computes on
- * (CUDA_VISIBLE_DEVICES narrows CUDA's view, not the opens), and a restore's device map must name each of
- * them. Undefined when it cannot tell (minors unknown, no fd readable).
+ * The GPUs the processes hold open (their /dev/nvidiaN fds). The driver checkpoints every GPU a process opened,
+ * not only the ones it computes on (CUDA_VISIBLE_DEVICES narrows CUDA's view, not the opens), and a restore's
+ * device map must name each of them. Undefined when it cannot tell (minors unknown, no fd readable).
  */
 export async function gpusOpenedBy(
   pids: number[],
   gpus: GpuInfo[],
-  procRoot = "/proc",
+  procRoot = PROC_ROOT,
 ): Promise<GpuInfo[] | undefined> {
   if (!gpus.some((g) => g.minor !== undefined)) return undefined;
-  const opened = new Set<GpuInfo>();
-  let readable = false;
-  for (const pid of pids) {
-    const fdDir = join(procRoot, String(pid), "fd");
-    const fds = await readdir(fdDir).catch(() => undefined);
-    if (!fds) continue;
-    readable = true;
-    for (const fd of fds) {
-      const st = await stat(join(fdDir, fd)).catch(() => undefined);
-      if (!st?.isCharacterDevice() || major(st.rdev) !== NVIDIA_MAJOR) continue;
-      const gpu = gpus.find((g) => g.minor === minor(st.rdev));
-      if (gpu) opened.add(gpu);
-    }
-  }
-  return readable ? [...opened].sort((a, b) => a.index - b.index) : undefined;
+  const minors = await gpuMinorsOpenedBy(pids, procRoot);
+  if (!minors) return undefined;
+  return gpus.filter((g) => g.minor !== undefined && minors.has(g.minor)).sort((a, b) => a.index - b.index);
 }
-
-// Linux's dev_t encoding (glibc gnu_dev_major/minor).
-const major = (rdev: number): number => Number((BigInt(rdev) >> 8n) & 0xfffn);
-const minor = (rdev: number): number => Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >> 12n) & 0xfff00n));

@@ -1,41 +1,59 @@
 import { createServer, type Server } from "node:http";
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import type { OperationRecord } from "../gpu/engine.js";
 
 export type Phase = "thaw_cgroup" | "discover" | "lock" | "checkpoint" | "refreeze" | "restore" | "unlock";
 export type Outcome = "success" | "failure" | "refused";
+export type RepairReason = "resume" | "recovery" | "retry";
+
+/** What the daemon's stages report; `noMetrics` where nobody scrapes. */
+export interface StageMetrics {
+  phase(phase: Phase, ms: number): void;
+  result(kind: "checkpoint" | "restore", outcome: Outcome): void;
+  /** Driver phases and VRAM moved, from an engine record. */
+  record(record: OperationRecord): void;
+  repaired(reason: RepairReason, count: number): void;
+}
+
+export const noMetrics: StageMetrics = {
+  phase: () => undefined,
+  result: () => undefined,
+  record: () => undefined,
+  repaired: () => undefined,
+};
 
 /**
  * kybernate's Prometheus metrics, on a registry of its own (so tests and several daemons in one process
  * never share counters). Names follow Prometheus conventions: _total counters, _seconds and _bytes units.
  */
-export class KybernateMetrics {
+export class KybernateMetrics implements StageMetrics {
   readonly registry = new Registry();
-  readonly checkpoints = new Counter({
+  private readonly checkpoints = new Counter({
     name: "kybernate_checkpoints_total",
     help: "GPU stages of checkpoints (CRIU pre-dump), by result; refused = host-RAM admission said no",
     labelNames: ["result"],
     registers: [this.registry],
   });
-  readonly restores = new Counter({
+  private readonly restores = new Counter({
     name: "kybernate_restores_total",
     help: "GPU stages of restores (CRIU post-resume), by result; refused = incompatible GPUs",
     labelNames: ["result"],
     registers: [this.registry],
   });
-  readonly phases = new Histogram({
+  private readonly phases = new Histogram({
     name: "kybernate_phase_duration_seconds",
     help: "Duration of each GPU stage phase (the slowest process of a set for driver phases)",
     labelNames: ["phase"],
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     registers: [this.registry],
   });
-  readonly vramBytes = new Counter({
+  private readonly vramBytes = new Counter({
     name: "kybernate_vram_bytes_moved_total",
     help: "VRAM moved between GPU and host memory (estimated from the processes' resident memory)",
     labelNames: ["direction"],
     registers: [this.registry],
   });
-  readonly repaired = new Counter({
+  private readonly repairs = new Counter({
     name: "kybernate_processes_repaired_total",
     help: "CUDA processes kybernate brought back to RUNNING by itself: after containerd's resume (resume), after a daemon crash (recovery), on a retry (retry)",
     labelNames: ["reason"],
@@ -50,11 +68,28 @@ export class KybernateMetrics {
       this.restores.inc({ result }, 0);
     }
     for (const direction of ["to_host", "to_gpu"]) this.vramBytes.inc({ direction }, 0);
-    for (const reason of ["resume", "recovery", "retry"]) this.repaired.inc({ reason }, 0);
+    for (const reason of ["resume", "recovery", "retry"]) this.repairs.inc({ reason }, 0);
   }
 
-  observePhase(phase: Phase, ms: number): void {
+  phase(phase: Phase, ms: number): void {
     this.phases.observe({ phase }, ms / 1000);
+  }
+
+  result(kind: "checkpoint" | "restore", outcome: Outcome): void {
+    (kind === "checkpoint" ? this.checkpoints : this.restores).inc({ result: outcome });
+  }
+
+  record(record: OperationRecord): void {
+    for (const phase of ["lock", "checkpoint", "restore", "unlock"] as const) {
+      const ms = record.phasesMs[phase];
+      if (ms !== undefined) this.phase(phase, ms);
+    }
+    if (record.vramBytes)
+      this.vramBytes.inc({ direction: record.op === "checkpoint" ? "to_host" : "to_gpu" }, record.vramBytes);
+  }
+
+  repaired(reason: RepairReason, count: number): void {
+    if (count > 0) this.repairs.inc({ reason }, count);
   }
 
   text(): Promise<string> {

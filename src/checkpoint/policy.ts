@@ -1,24 +1,18 @@
 import type { Logger } from "../base/log.js";
 import type { OperationRecord } from "../gpu/engine.js";
+import type { MemoryUse } from "../host/cgroup.js";
 import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
+import { memAvailableBytes } from "../host/proc.js";
 import {
   type AdmissionVerdict,
-  cgroupRoomBytes,
+  cgroupRoom,
   computeAppsEstimator,
   decideAdmission,
-  memAvailableBytes,
   type VramEstimator,
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
-import {
-  buildMetadata,
-  findMetadataDir,
-  planRestore,
-  type RestorePlan,
-  readMetadata,
-  writeMetadata,
-} from "./metadata.js";
-import type { KybernateMetrics, Outcome, Phase } from "./metrics.js";
+import { buildMetadata, findMetadataDir, readMetadata, writeMetadata } from "./metadata.js";
+import { planRestore, type RestorePlan } from "./restore-plan.js";
 
 export interface ContainerNames {
   pod?: string;
@@ -28,7 +22,8 @@ export interface ContainerNames {
 export interface FreezeContext {
   containerId: string;
   pids: number[];
-  initPid: number;
+  /** The container's memory cgroup (limit and usage), read when admission asks. */
+  memory: () => Promise<MemoryUse | undefined>;
   imageDir?: string;
   names?: ContainerNames;
 }
@@ -50,36 +45,30 @@ export interface RestoreContext {
 }
 
 /**
- * The operations side of a checkpoint, as the daemon's coordinator sees it: admission before the freeze,
- * metadata after it, the compatibility plan at restore, and what each stage reports to metrics.
+ * The rules of a checkpoint on this node, as the daemon's stages ask them: admission before the freeze,
+ * metadata after it, and the compatibility plan at restore.
  */
-export interface CheckpointOps {
+export interface CheckpointPolicy {
   admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
   planRestore(ctx: RestoreContext): Promise<RestorePlan>;
-  phase(phase: Phase, ms: number): void;
-  result(kind: "checkpoint" | "restore", outcome: Outcome): void;
-  /** Driver phases and VRAM moved, from an engine record. */
-  record(record: OperationRecord): void;
-  repaired(reason: "resume" | "recovery" | "retry", count: number): void;
 }
 
-export interface NodeOpsOptions {
+export interface NodePolicyOptions {
   probe: GpuProbe;
   version: string;
   log: Logger;
-  metrics?: KybernateMetrics;
   /** Replaces nvidia-smi's per-process numbers (nodes without nvidia-smi, and tests). */
   estimator?: VramEstimator;
   admission: { enabled: boolean; headroomBytes: number };
   memAvailable?: () => Promise<number>;
 }
 
-export class NodeOps implements CheckpointOps {
+export class NodePolicy implements CheckpointPolicy {
   private readonly estimator: VramEstimator;
 
-  constructor(private readonly options: NodeOpsOptions) {
+  constructor(private readonly options: NodePolicyOptions) {
     this.estimator = options.estimator ?? computeAppsEstimator();
   }
 
@@ -94,7 +83,7 @@ export class NodeOps implements CheckpointOps {
     const [estimate, memAvailable, cgroup] = await Promise.all([
       this.estimator(ctx.pids, apps),
       (this.options.memAvailable ?? memAvailableBytes)(),
-      cgroupRoomBytes(ctx.initPid),
+      ctx.memory().then(cgroupRoom),
     ]);
     const verdict = decideAdmission({
       containerId: ctx.containerId,
@@ -163,30 +152,5 @@ export class NodeOps implements CheckpointOps {
       "GPU restore plan",
     );
     return plan;
-  }
-
-  phase(phase: Phase, ms: number): void {
-    this.options.metrics?.observePhase(phase, ms);
-  }
-
-  result(kind: "checkpoint" | "restore", outcome: Outcome): void {
-    (kind === "checkpoint" ? this.options.metrics?.checkpoints : this.options.metrics?.restores)?.inc({
-      result: outcome,
-    });
-  }
-
-  record(record: OperationRecord): void {
-    const metrics = this.options.metrics;
-    if (!metrics) return;
-    for (const phase of ["lock", "checkpoint", "restore", "unlock"] as const) {
-      const ms = record.phasesMs[phase];
-      if (ms !== undefined) metrics.observePhase(phase, ms);
-    }
-    if (record.vramBytes)
-      metrics.vramBytes.inc({ direction: record.op === "freeze" ? "to_host" : "to_gpu" }, record.vramBytes);
-  }
-
-  repaired(reason: "resume" | "recovery" | "retry", count: number): void {
-    if (count > 0) this.options.metrics?.repaired.inc({ reason }, count);
   }
 }

@@ -1,5 +1,5 @@
 import { askDaemon } from "../daemon/client.js";
-import type { DaemonStatusData } from "../daemon/protocol.js";
+import type { ContainerActivity, DaemonStatusData, LastOperationStatus } from "../daemon/protocol.js";
 
 export type DaemonStatus = ({ reachable: true } & DaemonStatusData) | { reachable: false; error: string };
 
@@ -31,7 +31,13 @@ export async function fetchDaemonStatus(socket: string, timeoutMs = 2000): Promi
       ),
       busy: list(data.busy).flatMap((b) =>
         typeof b.containerId === "string"
-          ? [{ containerId: b.containerId, action: text(b.action), since: text(b.since) }]
+          ? [
+              {
+                containerId: b.containerId,
+                action: text(b.action) as ContainerActivity["action"],
+                since: text(b.since),
+              },
+            ]
           : [],
       ),
       last: list(data.last).flatMap((l) =>
@@ -39,7 +45,7 @@ export async function fetchDaemonStatus(socket: string, timeoutMs = 2000): Promi
           ? [
               {
                 containerId: l.containerId,
-                action: text(l.action),
+                action: text(l.action) as LastOperationStatus["action"],
                 ok: l.ok === true,
                 at: text(l.at),
                 ...(typeof l.error === "string" ? { error: l.error } : {}),

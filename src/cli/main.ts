@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import "./threadpool.js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { version } from "../base/version.js";

@@ -27,6 +27,7 @@ export class Journal {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
+  /** Writes (or replaces, by id) an entry, durably. */
   async record(entry: JournalEntry): Promise<void> {
     const final = join(this.dir, `${entry.id}.json`);
     const temporary = `${final}.tmp`;
@@ -38,10 +39,6 @@ export class Journal {
       await file.close();
     }
     await rename(temporary, final);
-  }
-
-  async update(entry: JournalEntry): Promise<void> {
-    await this.record(entry);
   }
 
   async complete(id: string): Promise<void> {

@@ -1,5 +1,6 @@
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { containerIdProblem } from "../base/container-id.js";
 import type { DeviceMap } from "../gpu/types.js";
 
 /**
@@ -7,11 +8,12 @@ import type { DeviceMap } from "../gpu/types.js";
  * GPUs. A daemon that dies between the two stages loses its in-memory plan; the repair after its restart finds
  * the processes CHECKPOINTED and must put them on the GPUs the container was given, not back on the old ones.
  */
-export class RestorePlanStore {
+export class PlanStore {
   constructor(private readonly dir: string) {}
 
   private path(containerId: string): string {
-    if (!/^[\w.-]+$/.test(containerId)) throw new Error(`not a container id: ${JSON.stringify(containerId)}`);
+    const problem = containerIdProblem(containerId);
+    if (problem) throw new Error(`no restore plan can be kept: ${problem}`);
     return join(this.dir, `${containerId}.json`);
   }
 

@@ -5,6 +5,15 @@ import type { GpuRequest } from "../checkpoint/gpu-request.js";
 
 export type HookAction = "pre-dump" | "pre-restore" | "post-resume";
 
+/** What the status reply calls a finished GPU operation. */
+export type OperationKind = "checkpoint" | "restore" | "repair";
+
+/**
+ * How much longer the hook waits for a reply than the daemon's GPU budget: the daemon's own answer (an undo of
+ * the GPU stage included) reaches the hook before it gives up. The action script carries budget + margin.
+ */
+export const HOOK_REPLY_MARGIN_MS = 5_000;
+
 export interface HookRequest {
   kind: "hook";
   action: HookAction;
@@ -15,7 +24,7 @@ export interface HookRequest {
   criuPid: number;
   /** CRIU's image directory (through CRIU's fd), where checkpoint metadata can be left. */
   imageDir?: string;
-  /** Milliseconds the hook will wait for the reply. */
+  /** Milliseconds the hook will wait for the reply (the action script's KYBERNATE_HOOK_TIMEOUT_MS). */
   deadlineMs: number;
 }
 
@@ -51,14 +60,14 @@ export interface ManagedContainer {
 /** A GPU stage in flight. */
 export interface ContainerActivity {
   containerId: string;
-  action: string;
+  action: HookAction | "repair";
   since: string;
 }
 
 /** How a container's last GPU stage ended. */
 export interface LastOperationStatus {
   containerId: string;
-  action: string;
+  action: OperationKind;
   ok: boolean;
   at: string;
   error?: string;

@@ -1,6 +1,7 @@
 import { chmod, mkdir, rm } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
+import { containerIdProblem } from "../base/container-id.js";
 import type { Logger } from "../base/log.js";
 import type { Coordinator } from "./coordinator.js";
 import type { DaemonReply, DaemonRequest, DaemonStatusData } from "./protocol.js";
@@ -105,8 +106,7 @@ function parseRequest(line: string): DaemonRequest {
       throw new Error(`hook request field ${field} must be a positive integer`);
     }
   }
-  if (typeof request.containerId !== "string" || !/^[A-Za-z0-9_.-]{1,128}$/.test(request.containerId)) {
-    throw new Error("hook request field containerId must be a container id");
-  }
+  const problem = containerIdProblem(request.containerId);
+  if (problem) throw new Error(`hook request field containerId: ${problem}`);
   return request as DaemonRequest;
 }

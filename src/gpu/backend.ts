@@ -1,8 +1,11 @@
-import type { DeviceMap, ProcessState } from "./types.js";
+import { Deadline } from "../base/deadline.js";
+import { type DeviceMap, GpuError, type GpuOp, type ProcessState } from "./types.js";
 
-/** Per call: how long kybernate waits before it gives up (the call is then reported DEADLINE_EXCEEDED). */
+/** Per call: the deadline of the stage the call belongs to (the hook's request, a CLI's --timeout). */
 export interface CallOptions {
-  deadlineMs?: number;
+  deadline?: Deadline;
+  /** The longest this one call may take inside that deadline; default CALL_CAPS_MS[op]. */
+  capMs?: number;
 }
 
 /**
@@ -23,11 +26,48 @@ export interface GpuBackend {
   close(): void;
 }
 
-export const defaultDeadlines = {
+/**
+ * How long one call may take at most, within its stage's deadline. The driver answers the quick calls in
+ * milliseconds (15 ms measured on the H200), so one that takes seconds is stuck; checkpoint and restore move
+ * VRAM and take what the stage allows. Without a stage deadline (a bare call), the fallbacks apply.
+ */
+export const CALL_CAPS_MS: Record<GpuOp, number> = {
   getState: 10_000,
   lock: 15_000,
-  checkpoint: 90_000,
-  restore: 90_000,
+  checkpoint: Number.POSITIVE_INFINITY,
+  restore: Number.POSITIVE_INFINITY,
   unlock: 10_000,
   getRestoreThreadId: 10_000,
-} as const;
+};
+const BARE_CALL_MS = 90_000;
+
+/** The deadline of one driver call: its cap, inside the stage's deadline. */
+export function callDeadline(op: GpuOp, opts?: CallOptions): Deadline {
+  const capMs = opts?.capMs ?? CALL_CAPS_MS[op];
+  if (opts?.deadline) return opts.deadline.child(capMs, `GPU ${op}`);
+  return Deadline.after(Math.min(capMs, BARE_CALL_MS), { what: `GPU ${op}` });
+}
+
+/** `call`, or a DEADLINE_EXCEEDED GpuError once its deadline passes (the abandoned call's result is dropped). */
+export async function withinDeadline<T>(
+  pid: number,
+  op: GpuOp,
+  deadline: Deadline,
+  call: Promise<T>,
+): Promise<T> {
+  const ms = Math.round(deadline.remaining());
+  try {
+    return await deadline.race(
+      call,
+      () =>
+        new GpuError({
+          pid,
+          op,
+          code: "DEADLINE_EXCEEDED",
+          driverMessage: `no answer from the driver within ${ms} ms`,
+        }),
+    );
+  } finally {
+    deadline.dispose();
+  }
+}

@@ -1,26 +1,15 @@
 import { execa } from "execa";
-import type { CallOptions, GpuBackend } from "./backend.js";
-import { defaultDeadlines } from "./backend.js";
+import { timerDelay } from "../base/deadline.js";
+import { type CallOptions, callDeadline, type GpuBackend } from "./backend.js";
+import { cudaErrorByMessage } from "./cuda-errors.js";
 import {
   type DeviceMap,
-  driverMessages,
   formatDeviceMap,
   GpuError,
   type GpuOp,
   type ProcessState,
   parseStateName,
 } from "./types.js";
-
-const codeNames: Record<number, string> = {
-  1: "CUDA_ERROR_INVALID_VALUE",
-  3: "CUDA_ERROR_NOT_INITIALIZED",
-  304: "CUDA_ERROR_OPERATING_SYSTEM",
-  401: "CUDA_ERROR_ILLEGAL_STATE",
-  600: "CUDA_ERROR_NOT_READY",
-  801: "CUDA_ERROR_NOT_SUPPORTED",
-  909: "CUDA_ERROR_TIMEOUT",
-  999: "CUDA_ERROR_UNKNOWN",
-};
 
 /**
  * NVIDIA's cuda-checkpoint tool, one run per call. It prints the driver's message in double quotes on
@@ -36,10 +25,12 @@ export class BinaryBackend implements GpuBackend {
   }
 
   private async run(pid: number, op: GpuOp, args: string[], opts?: CallOptions): Promise<string> {
-    const deadline = opts?.deadlineMs ?? defaultDeadlines[op];
+    const deadline = callDeadline(op, opts);
+    const ms = Math.max(1, timerDelay(deadline.remaining()));
+    deadline.dispose();
     const r = await execa(this.toolPath, [...args, "--pid", String(pid)], {
       reject: false,
-      timeout: deadline,
+      timeout: ms,
       forceKillAfterDelay: 1000,
       stdin: "ignore",
     });
@@ -48,7 +39,7 @@ export class BinaryBackend implements GpuBackend {
         pid,
         op,
         code: "DEADLINE_EXCEEDED",
-        driverMessage: `${this.toolPath} did not finish within ${deadline} ms (killed)`,
+        driverMessage: `${this.toolPath} did not finish within ${ms} ms (killed)`,
       });
     if (r.failed && r.exitCode === undefined) {
       const why = (r as { code?: string }).code === "ENOENT" ? "not found" : r.shortMessage;
@@ -67,14 +58,13 @@ export class BinaryBackend implements GpuBackend {
   private errorFrom(pid: number, op: GpuOp, text: string, exitCode: number): GpuError {
     const quoted = /"([^"]+)"/.exec(text)?.[1];
     const message = quoted ?? (text || `exit status ${exitCode}, no message`);
-    const entry = Object.entries(driverMessages).find(([, m]) => m === message);
-    const result = entry ? Number(entry[0]) : undefined;
+    const known = cudaErrorByMessage(message);
     return new GpuError({
       pid,
       op,
-      code: result !== undefined ? (codeNames[result] ?? `CUresult ${result}`) : "CUDA_ERROR_UNRECOGNIZED",
+      code: known?.name ?? "CUDA_ERROR_UNRECOGNIZED",
       driverMessage: message,
-      ...(result !== undefined ? { result } : {}),
+      ...(known ? { result: known.result } : {}),
     });
   }
 

@@ -1,7 +1,5 @@
 import koffi, { type LibraryHandle } from "koffi";
-import type { CallOptions, GpuBackend } from "./backend.js";
-import { defaultDeadlines } from "./backend.js";
-import { withDeadline } from "./deadline.js";
+import { type CallOptions, callDeadline, type GpuBackend, withinDeadline } from "./backend.js";
 import { type DeviceMap, GpuError, type GpuOp, type ProcessState, uuidBytes } from "./types.js";
 
 // koffi's async calls run on libuv's thread pool (4 threads unless UV_THREADPOOL_SIZE is set before the pool
@@ -127,7 +125,7 @@ export class DriverBackend implements GpuBackend {
   }
 
   private call(pid: number, op: GpuOp, fn: AsyncFn, args: unknown[], opts?: CallOptions): Promise<void> {
-    const deadline = opts?.deadlineMs ?? defaultDeadlines[op];
+    const deadline = callDeadline(op, opts);
     const p = new Promise<void>((resolve, reject) => {
       fn.async(...args, (err: Error | null, rc: number) => {
         if (err)
@@ -136,7 +134,7 @@ export class DriverBackend implements GpuBackend {
         else resolve();
       });
     });
-    return withDeadline(pid, op, deadline, p);
+    return withinDeadline(pid, op, deadline, p);
   }
 
   async getState(pid: number, opts?: CallOptions): Promise<ProcessState> {

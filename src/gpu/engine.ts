@@ -1,11 +1,12 @@
 import type { Logger } from "pino";
+import { Deadline } from "../base/deadline.js";
 import { silentLogger } from "../base/log.js";
-import { defaultDeadlines, type GpuBackend } from "./backend.js";
+import { residentBytes } from "../host/proc.js";
+import type { CallOptions, GpuBackend } from "./backend.js";
 import { type DeviceMap, GpuError, type GpuOp, ProcessState, type StateName, stateName } from "./types.js";
-import { residentBytes } from "./vram.js";
 
 export type Phase = "getState" | "lock" | "checkpoint" | "restore" | "unlock";
-export type OperationKind = "freeze" | "thaw" | "ensureRunning";
+export type OperationKind = "checkpoint" | "restore" | "ensureRunning";
 
 export interface ProcessRecord {
   pid: number;
@@ -48,8 +49,11 @@ export interface EngineOptions {
   logger?: Logger;
   /** The driver's own lock timeout (default 10 s); the process stays RUNNING when it expires. */
   lockTimeoutMs?: number;
-  /** Per-call deadlines, ms; lock's defaults to lockTimeoutMs + 5 s. */
-  deadlines?: Partial<Record<GpuOp, number>>;
+  /**
+   * How long a rollback may take. It runs after a failure, often after the caller's deadline passed, and must
+   * still bring every process back: it gets a deadline of its own. Default 120 s.
+   */
+  rollbackMs?: number;
   /** Measure VmRSS around each operation (two /proc reads per process). Default true. */
   measureVram?: boolean;
 }
@@ -60,57 +64,60 @@ interface Chain {
   known?: ProcessState;
 }
 
+/** One operation's shared state: the stage's deadline and whether another process of the set failed. */
+interface Run {
+  call: CallOptions;
+  aborted: boolean;
+}
+
 /**
  * Takes a set of CUDA processes through the driver's checkpoint states, all in parallel.
  *
- * freeze: RUNNING → lock → LOCKED → checkpoint → CHECKPOINTED. thaw: CHECKPOINTED → restore → LOCKED → unlock →
- * RUNNING. Both start from whatever state each process is in (freezing a CHECKPOINTED process or thawing a
- * RUNNING one is a successful no-op, marked skipped), so a repeated call after a partial one completes it.
- * Any failure stops the other processes at their next step and brings the whole set back to RUNNING
- * (rollback); a FAILED process cannot be brought back and is reported. Results are data (never thrown):
- * check `ok`.
+ * checkpoint: RUNNING → lock → LOCKED → checkpoint → CHECKPOINTED (VRAM to host memory). restore: CHECKPOINTED →
+ * restore → LOCKED → unlock → RUNNING. Both start from whatever state each process is in (checkpointing a
+ * CHECKPOINTED process or restoring a RUNNING one is a successful no-op, marked skipped), so a repeated call
+ * after a partial one completes it. Any failure stops the other processes at their next step and brings the
+ * whole set back to RUNNING (rollback); a FAILED process cannot be brought back and is reported. Every driver
+ * call runs inside the operation's deadline. Results are data (never thrown): check `ok`.
  */
 export class GpuEngine {
   private readonly backend: GpuBackend;
   private readonly log: Logger;
   private readonly lockTimeoutMs: number;
-  private readonly deadlines: Record<GpuOp, number>;
+  private readonly rollbackMs: number;
   private readonly measureVram: boolean;
 
   constructor(opts: EngineOptions) {
     this.backend = opts.backend;
     this.log = (opts.logger ?? silentLogger).child({ component: "gpu-engine" });
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
-    this.deadlines = {
-      ...defaultDeadlines,
-      lock: this.lockTimeoutMs + 5_000,
-      ...opts.deadlines,
-    };
+    this.rollbackMs = opts.rollbackMs ?? 120_000;
     this.measureVram = opts.measureVram ?? true;
   }
 
-  freeze(pids: number[]): Promise<OperationRecord> {
-    return this.operate("freeze", pids, undefined, true);
+  checkpoint(pids: number[], deadline?: Deadline): Promise<OperationRecord> {
+    return this.operate("checkpoint", pids, undefined, deadline, true);
   }
 
-  thaw(pids: number[], deviceMap?: DeviceMap): Promise<OperationRecord> {
-    return this.operate("thaw", pids, deviceMap, true);
+  restore(pids: number[], deviceMap?: DeviceMap, deadline?: Deadline): Promise<OperationRecord> {
+    return this.operate("restore", pids, deviceMap, deadline, true);
   }
 
   /** Brings every process to RUNNING from any state (restore + unlock, or unlock); no rollback of its own. */
-  ensureRunning(pids: number[], deviceMap?: DeviceMap): Promise<OperationRecord> {
-    return this.operate("ensureRunning", pids, deviceMap, false);
+  ensureRunning(pids: number[], deviceMap?: DeviceMap, deadline?: Deadline): Promise<OperationRecord> {
+    return this.operate("ensureRunning", pids, deviceMap, deadline, false);
   }
 
   /** The driver's state of each process, or the error that says why there is none. */
-  async states(pids: number[]): Promise<Array<{ pid: number; state?: StateName; error?: GpuError }>> {
+  async states(
+    pids: number[],
+    deadline?: Deadline,
+  ): Promise<Array<{ pid: number; state?: StateName; error?: GpuError }>> {
+    const call = deadline ? { deadline } : {};
     return Promise.all(
       pids.map(async (pid) => {
         try {
-          return {
-            pid,
-            state: stateName(await this.backend.getState(pid, { deadlineMs: this.deadlines.getState })),
-          };
+          return { pid, state: stateName(await this.backend.getState(pid, call)) };
         } catch (err) {
           return { pid, error: asGpuError(err, pid, "getState") };
         }
@@ -122,11 +129,12 @@ export class GpuEngine {
     op: OperationKind,
     pids: number[],
     deviceMap: DeviceMap | undefined,
+    deadline: Deadline | undefined,
     rollbackOnFailure: boolean,
   ): Promise<OperationRecord> {
     const startedAt = new Date();
     const t0 = performance.now();
-    const abort = { set: false };
+    const run: Run = { call: deadline ? { deadline } : {}, aborted: false };
     const failures: GpuError[] = [];
     const chains = pids.map((pid): Chain => ({ rec: { pid, skipped: false, phasesMs: {} } }));
     this.log.info({ op, pids, backend: this.backend.description }, `gpu ${op} starting`);
@@ -134,14 +142,14 @@ export class GpuEngine {
     await Promise.all(
       chains.map(async (c) => {
         try {
-          if (op === "freeze") await this.freezeOne(c, abort);
-          else await this.thawOne(c, deviceMap, abort);
+          if (op === "checkpoint") await this.checkpointOne(c, run);
+          else await this.restoreOne(c, deviceMap, run);
         } catch (err) {
           const e = asGpuError(err, c.rec.pid, "getState");
           e.state ??= c.known;
           failures.push(e);
           c.rec.error = e.toJSON();
-          abort.set = true;
+          run.aborted = true;
         }
         if (c.known !== undefined) c.rec.endState = stateName(c.known);
       }),
@@ -178,11 +186,9 @@ export class GpuEngine {
     }
   }
 
-  private async startState(c: Chain): Promise<ProcessState> {
+  private async startState(c: Chain, run: Run): Promise<ProcessState> {
     const pid = c.rec.pid;
-    const s = await this.step(c, "getState", () =>
-      this.backend.getState(pid, { deadlineMs: this.deadlines.getState }),
-    );
+    const s = await this.step(c, "getState", () => this.backend.getState(pid, run.call));
     c.known = s;
     c.rec.startState = stateName(s);
     if (s === ProcessState.FAILED)
@@ -197,8 +203,8 @@ export class GpuEngine {
     return s;
   }
 
-  private checkAbort(c: Chain, abort: { set: boolean }, next: GpuOp): void {
-    if (abort.set)
+  private checkAbort(c: Chain, run: Run, next: GpuOp): void {
+    if (run.aborted)
       throw new GpuError({
         pid: c.rec.pid,
         op: next,
@@ -207,106 +213,124 @@ export class GpuEngine {
       });
   }
 
-  private async freezeOne(c: Chain, abort: { set: boolean }): Promise<void> {
+  private async checkpointOne(c: Chain, run: Run): Promise<void> {
     const pid = c.rec.pid;
-    const s = await this.startState(c);
+    const s = await this.startState(c, run);
     if (s === ProcessState.CHECKPOINTED) {
       c.rec.skipped = true;
       return;
     }
     const before = this.measureVram ? await residentBytes(pid) : undefined;
     if (s === ProcessState.RUNNING) {
-      this.checkAbort(c, abort, "lock");
+      this.checkAbort(c, run, "lock");
       await this.step(c, "lock", () =>
-        this.backend.lock(pid, this.lockTimeoutMs, { deadlineMs: this.deadlines.lock }),
+        this.backend.lock(pid, this.lockTimeoutMs, { ...run.call, capMs: this.lockTimeoutMs + 5_000 }),
       );
       c.known = ProcessState.LOCKED;
     }
-    this.checkAbort(c, abort, "checkpoint");
-    await this.step(c, "checkpoint", () =>
-      this.backend.checkpoint(pid, { deadlineMs: this.deadlines.checkpoint }),
-    );
+    this.checkAbort(c, run, "checkpoint");
+    await this.step(c, "checkpoint", () => this.backend.checkpoint(pid, run.call));
     c.known = ProcessState.CHECKPOINTED;
     const after = this.measureVram ? await residentBytes(pid) : undefined;
     if (before !== undefined && after !== undefined) c.rec.vramBytes = Math.max(0, after - before);
   }
 
-  private async thawOne(c: Chain, deviceMap: DeviceMap | undefined, abort: { set: boolean }): Promise<void> {
+  private async restoreOne(c: Chain, deviceMap: DeviceMap | undefined, run: Run): Promise<void> {
     const pid = c.rec.pid;
-    const s = await this.startState(c);
+    const s = await this.startState(c, run);
     if (s === ProcessState.RUNNING) {
       c.rec.skipped = true;
       return;
     }
     const before = this.measureVram ? await residentBytes(pid) : undefined;
-    if (s === ProcessState.CHECKPOINTED) {
-      this.checkAbort(c, abort, "restore");
-      await this.step(c, "restore", () =>
-        this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore }),
-      );
-      c.known = ProcessState.LOCKED;
-    }
-    this.checkAbort(c, abort, "unlock");
-    await this.step(c, "unlock", () => this.backend.unlock(pid, { deadlineMs: this.deadlines.unlock }));
-    c.known = ProcessState.RUNNING;
+    await this.toRunning(pid, s, {
+      restore: async () => {
+        this.checkAbort(c, run, "restore");
+        await this.step(c, "restore", () => this.backend.restore(pid, deviceMap, run.call));
+        c.known = ProcessState.LOCKED;
+      },
+      unlock: async () => {
+        this.checkAbort(c, run, "unlock");
+        await this.step(c, "unlock", () => this.backend.unlock(pid, run.call));
+        c.known = ProcessState.RUNNING;
+      },
+    });
     const after = this.measureVram ? await residentBytes(pid) : undefined;
     if (before !== undefined && after !== undefined) c.rec.vramBytes = Math.max(0, before - after);
+  }
+
+  /** The one walk back to RUNNING: CHECKPOINTED → restore → LOCKED → unlock → RUNNING, from where it stands. */
+  private async toRunning(
+    pid: number,
+    from: ProcessState | undefined,
+    steps: { restore(): Promise<void>; unlock(): Promise<void> },
+  ): Promise<ProcessState> {
+    let now = from;
+    if (now === ProcessState.FAILED)
+      throw new GpuError({
+        pid,
+        op: "restore",
+        code: "CUDA_PROCESS_FAILED",
+        driverMessage: "the driver reports the process FAILED; it cannot be brought back",
+        state: now,
+      });
+    if (now === ProcessState.CHECKPOINTED) {
+      await steps.restore();
+      now = ProcessState.LOCKED;
+    }
+    if (now === ProcessState.LOCKED) {
+      await steps.unlock();
+      now = ProcessState.RUNNING;
+    }
+    if (now === undefined)
+      throw new GpuError({ pid, op: "getState", code: "STATE_UNKNOWN", driverMessage: "state unknown" });
+    return now;
   }
 
   /**
    * A remap the driver refuses (seen on the H200: CUDA_ERROR_INVALID_VALUE) must not strand the process
    * CHECKPOINTED: without the map the driver restores it onto the GPUs it was checkpointed from.
    */
-  private async restoreForRollback(pid: number, deviceMap: DeviceMap | undefined): Promise<void> {
+  private async restoreForRollback(
+    pid: number,
+    deviceMap: DeviceMap | undefined,
+    call: CallOptions,
+  ): Promise<void> {
     try {
-      await this.backend.restore(pid, deviceMap, { deadlineMs: this.deadlines.restore });
+      await this.backend.restore(pid, deviceMap, call);
     } catch (err) {
       if (!deviceMap?.length) throw err;
       this.log.warn(
         { pid, err: asGpuError(err, pid, "restore").toJSON() },
         "rollback: restore with the device map failed; restoring onto the original GPUs",
       );
-      await this.backend.restore(pid, undefined, { deadlineMs: this.deadlines.restore });
+      await this.backend.restore(pid, undefined, call);
     }
   }
 
   /** Every process back to RUNNING, from whatever state each is in (asked again: a failed call may have acted). */
   private async rollback(chains: Chain[], deviceMap: DeviceMap | undefined): Promise<RollbackRecord> {
     const t0 = performance.now();
+    const deadline = Deadline.after(this.rollbackMs, { what: "GPU rollback" });
+    const call = { deadline };
     const processes = await Promise.all(
       chains.map(async (c): Promise<RollbackRecord["processes"][number]> => {
         const pid = c.rec.pid;
         let from = c.known;
         try {
-          from = await this.backend.getState(pid, { deadlineMs: this.deadlines.getState });
+          from = await this.backend.getState(pid, call);
         } catch (err) {
           this.log.warn({ pid, err: asGpuError(err, pid, "getState").toJSON() }, "rollback: state unknown");
         }
         let now = from;
         try {
-          if (now === ProcessState.FAILED)
-            throw new GpuError({
-              pid,
-              op: "restore",
-              code: "CUDA_PROCESS_FAILED",
-              driverMessage: "the driver reports the process FAILED; it cannot be brought back",
-              state: now,
-            });
-          if (now === ProcessState.CHECKPOINTED) {
-            await this.restoreForRollback(pid, deviceMap);
-            now = ProcessState.LOCKED;
-          }
-          if (now === ProcessState.LOCKED) {
-            await this.backend.unlock(pid, { deadlineMs: this.deadlines.unlock });
-            now = ProcessState.RUNNING;
-          }
-          if (now === undefined)
-            throw new GpuError({
-              pid,
-              op: "getState",
-              code: "STATE_UNKNOWN",
-              driverMessage: "state unknown",
-            });
+          now = await this.toRunning(pid, from, {
+            restore: async () => {
+              await this.restoreForRollback(pid, deviceMap, call);
+              now = ProcessState.LOCKED;
+            },
+            unlock: () => this.backend.unlock(pid, call),
+          });
           c.known = now;
           c.rec.endState = stateName(now);
           return { pid, ...(from !== undefined ? { from: stateName(from) } : {}), to: stateName(now) };
@@ -323,6 +347,7 @@ export class GpuEngine {
         }
       }),
     );
+    deadline.dispose();
     return {
       ok: processes.every((p) => !p.error && p.to === "RUNNING"),
       ms: performance.now() - t0,

@@ -16,31 +16,6 @@ export function parseStateName(text: string): ProcessState | undefined {
 
 export type GpuOp = "getState" | "lock" | "checkpoint" | "restore" | "unlock" | "getRestoreThreadId";
 
-/** The CUresult values kybernate reasons about (cuda.h, CUDA 13). */
-export const CuResult = {
-  SUCCESS: 0,
-  INVALID_VALUE: 1,
-  NOT_INITIALIZED: 3,
-  OPERATING_SYSTEM: 304,
-  ILLEGAL_STATE: 401,
-  NOT_READY: 600,
-  NOT_SUPPORTED: 801,
-  TIMEOUT: 909,
-  UNKNOWN: 999,
-} as const;
-
-/** The driver's texts (cuGetErrorString), so the binary backend can map a message back to its code. */
-export const driverMessages: Record<number, string> = {
-  1: "invalid argument",
-  3: "initialization error",
-  304: "OS call failed or operation not supported on this OS",
-  401: "the operation cannot be performed in the present state",
-  600: "device not ready",
-  801: "operation not supported",
-  909: "the operation timed out",
-  999: "unknown error",
-};
-
 /**
  * code: the CUDA error name (e.g. CUDA_ERROR_ILLEGAL_STATE) when the driver answered; DEADLINE_EXCEEDED when
  * kybernate stopped waiting; BACKEND_FAILURE when the backend itself failed (tool missing, output unreadable).
@@ -95,18 +70,18 @@ export class GpuError extends Error {
 }
 
 function hintFor(init: GpuErrorInit): string {
-  switch (init.result) {
-    case CuResult.NOT_INITIALIZED:
+  switch (init.code) {
+    case "CUDA_ERROR_NOT_INITIALIZED":
       return `pid ${init.pid} has no CUDA context (not a CUDA process, or CUDA not initialised yet)`;
-    case CuResult.OPERATING_SYSTEM:
+    case "CUDA_ERROR_OPERATING_SYSTEM":
       return `pid ${init.pid} does not exist (or the driver cannot reach it: run as root in the host pid namespace)`;
-    case CuResult.ILLEGAL_STATE:
+    case "CUDA_ERROR_ILLEGAL_STATE":
       return "the process is in the wrong state for this step: check it with `kybernate gpu state`";
-    case CuResult.NOT_READY:
+    case "CUDA_ERROR_NOT_READY":
       return "the lock timed out: the process did not reach a CUDA API boundary in time (is it frozen or stopped?)";
+    case "DEADLINE_EXCEEDED":
+      return "the driver call did not return in time; the process may be stuck in this step";
     default:
-      if (init.code === "DEADLINE_EXCEEDED")
-        return "the driver call did not return in time; the process may be stuck in this step";
       return "";
   }
 }

@@ -1,3 +1,4 @@
+import { containerIdProblem } from "../base/container-id.js";
 import { DEFAULT_DAEMON_SOCKET, type HookRequest } from "../daemon/protocol.js";
 
 const ACTIONS = new Set(["pre-dump", "pre-restore", "post-resume"]);
@@ -16,9 +17,10 @@ export function requestFromEnvironment(
   if (!ACTIONS.has(action))
     throw new Error(`CRTOOLS_SCRIPT_ACTION="${action}" is not an action kybernate handles`);
   const containerId = env.KYBERNATE_CONTAINER_ID ?? "";
-  if (!/^[A-Za-z0-9_.-]{1,128}$/.test(containerId)) {
+  const problem = containerIdProblem(containerId);
+  if (problem) {
     throw new Error(
-      `KYBERNATE_CONTAINER_ID="${containerId}" is not a container id: run the hook through the action script kybernate writes per container`,
+      `KYBERNATE_CONTAINER_ID=${JSON.stringify(containerId.slice(0, 200))} is not a container id (${problem}): run the hook through the action script kybernate writes per container`,
     );
   }
   // At pre-restore no process exists yet: CRIU sets no init pid.

@@ -1,6 +1,6 @@
 // The CRIU action hook's process: kept to node's built-ins so it starts fast while the container is frozen.
 import { askDaemon } from "../daemon/client.js";
-import { Freezer } from "../host/freezer.js";
+import { ProcessCgroups } from "../host/cgroup.js";
 import { requestFromEnvironment } from "./environment.js";
 
 async function main(): Promise<number> {
@@ -14,7 +14,12 @@ async function main(): Promise<number> {
   const { action, containerId, initPid } = request.request;
   // containerd paused the container before CRIU; if the daemon dies after thawing it, containerd's resume
   // would fail and leave the container marked paused for good. So the hook puts the freezer back itself.
-  const freezer = action === "pre-dump" ? await Freezer.ofPid(initPid).catch(() => undefined) : undefined;
+  const freezer =
+    action === "pre-dump"
+      ? await ProcessCgroups.ofPid(initPid)
+          .then((cgroups) => cgroups.freezer())
+          .catch(() => undefined)
+      : undefined;
   const frozenAtStart = (await freezer?.isFrozen().catch(() => false)) ?? false;
   let failure: string;
   try {

@@ -1,14 +1,10 @@
-import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import { readProcCgroups } from "../gpu/discovery.js";
-
-const CGROUP_ROOT = "/sys/fs/cgroup";
+import { delay } from "../base/deadline.js";
 
 /**
- * A container's cgroup freezer, as runc uses it: v1's freezer hierarchy when the host has one (hybrid hosts
- * keep containers there), else v2's cgroup.freeze. containerd pauses a container this way before CRIU runs.
+ * A container's cgroup freezer, as runc uses it: v1's freezer.state or v2's cgroup.freeze. containerd pauses a
+ * container this way before CRIU runs. A process's freezer comes from its ProcessCgroups (host/cgroup.ts).
  */
 export class Freezer {
   private constructor(
@@ -16,19 +12,12 @@ export class Freezer {
     private readonly version: 1 | 2,
   ) {}
 
-  static async ofPid(pid: number): Promise<Freezer> {
-    const parsed = await readProcCgroups(pid);
-    const v1 = parsed.find((entry) => entry.controllers.split(",").includes("freezer"));
-    if (v1 && existsSync(join(CGROUP_ROOT, "freezer", v1.path, "freezer.state"))) {
-      return new Freezer(join(CGROUP_ROOT, "freezer", v1.path), 1);
-    }
-    const v2 = parsed.find((entry) => entry.controllers === "");
-    if (v2 && v2.path !== "/" && existsSync(join(CGROUP_ROOT, v2.path, "cgroup.freeze"))) {
-      return new Freezer(join(CGROUP_ROOT, v2.path), 2);
-    }
-    throw new Error(
-      `no cgroup freezer found for process ${pid} (neither v1 freezer.state nor v2 cgroup.freeze)`,
-    );
+  static v1(dir: string): Freezer {
+    return new Freezer(dir, 1);
+  }
+
+  static v2(dir: string): Freezer {
+    return new Freezer(dir, 2);
   }
 
   async isFrozen(): Promise<boolean> {
@@ -52,7 +41,7 @@ export class Freezer {
     const until = Date.now() + timeoutMs;
     while (!(await this.fullyFrozen())) {
       if (Date.now() > until) throw new Error(`cgroup ${this.dir} did not freeze within ${timeoutMs} ms`);
-      await sleep(2);
+      await delay(2);
       // v1 can get stuck in FREEZING when a task races a fork; asking again moves it on.
       if (this.version === 1) await this.set(true);
     }

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
 import { promisify } from "node:util";
-import { readDeviceMinors } from "../checkpoint/gpu-request.js";
+import { driverVersion as procDriverVersion, readDeviceMinors } from "./nvidia.js";
+import { PROC_ROOT } from "./proc.js";
 
 const run = promisify(execFile);
 
@@ -13,7 +13,7 @@ export interface GpuInfo {
   name: string;
   memoryMiB: number;
   persistenceMode?: boolean;
-  /** The minor number of its /dev/nvidiaN node (from /proc/driver/nvidia): how a container's devices name it. */
+  /** The minor number of its /dev/nvidiaN node (from the driver's own files): how a container's devices name it. */
   minor?: number;
 }
 
@@ -75,12 +75,6 @@ export function parseComputeApps(text: string): ComputeApp[] {
     .filter((app) => Number.isInteger(app.pid) && app.pid > 0);
 }
 
-/** The driver version from /proc/driver/nvidia/version ("… Kernel Module  580.159.04  …"). */
-export async function procDriverVersion(path = "/proc/driver/nvidia/version"): Promise<string | undefined> {
-  const text = await readFile(path, "utf8").catch(() => "");
-  return /Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)/.exec(text)?.[1];
-}
-
 /**
  * GPU facts through nvidia-smi (it ships with every driver install and speaks for NVML, which the driver API
  * lacks: the checkpoint API has no per-process VRAM query). Missing nvidia-smi is not an error here: the
@@ -90,7 +84,7 @@ export class NvidiaSmiProbe implements GpuProbe {
   constructor(
     private readonly binary = "nvidia-smi",
     private readonly timeoutMs = 10_000,
-    private readonly driverProc = "/proc/driver/nvidia/gpus",
+    private readonly procRoot = PROC_ROOT,
   ) {}
 
   async inventory(): Promise<GpuInventory> {
@@ -104,15 +98,15 @@ export class NvidiaSmiProbe implements GpuProbe {
         { timeout: this.timeoutMs },
       );
       const parsed = parseGpuRows(stdout);
-      const minors = await readDeviceMinors(this.driverProc);
+      const minors = await readDeviceMinors(this.procRoot);
       for (const gpu of parsed.gpus) {
         const minor = minors.get(gpu.uuid);
         if (minor !== undefined) gpu.minor = minor;
       }
-      const driverVersion = parsed.driverVersion ?? (await procDriverVersion());
+      const driverVersion = parsed.driverVersion ?? (await procDriverVersion(this.procRoot));
       return { ...parsed, ...(driverVersion ? { driverVersion } : {}) };
     } catch (error) {
-      const driverVersion = await procDriverVersion();
+      const driverVersion = await procDriverVersion(this.procRoot);
       return {
         gpus: [],
         ...(driverVersion ? { driverVersion } : {}),

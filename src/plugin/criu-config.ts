@@ -1,5 +1,6 @@
 import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { containerIdProblem } from "../base/container-id.js";
 
 export interface CriuConfigOptions {
   /** Directory holding one subdirectory per GPU container (config + action-script wrapper). */
@@ -14,6 +15,8 @@ export interface CriuConfigOptions {
   networkLock: "" | "iptables" | "nftables" | "skip";
   /** CRIU's task-collection timeout, in seconds. */
   timeoutS: number;
+  /** How long the hook waits for the daemon's answer (the GPU budget plus the daemon's margin). */
+  hookTimeoutMs: number;
 }
 
 export interface ContainerCriuFiles {
@@ -23,8 +26,8 @@ export interface ContainerCriuFiles {
 }
 
 export function criuFilesFor(stateDir: string, containerId: string): ContainerCriuFiles {
-  if (!/^[A-Za-z0-9_.-]+$/.test(containerId))
-    throw new Error(`container id "${containerId}" is not a plain name`);
+  const problem = containerIdProblem(containerId);
+  if (problem) throw new Error(`no CRIU files for this container: ${problem}`);
   const dir = join(stateDir, containerId);
   return { dir, config: join(dir, "criu.conf"), actionScript: join(dir, "action-script") };
 }
@@ -37,7 +40,7 @@ export function renderCriuConfig(files: ContainerCriuFiles, options: CriuConfigO
   const lines = [
     "# written by kybernate for one container; removed with the container",
     `action-script ${files.actionScript}`,
-    // The NVIDIA container toolkit's /proc/driver/nvidia and driver-file mounts have master/slave sharing
+    // The NVIDIA container toolkit's driver-info and driver-file mounts have master/slave sharing
     // that CRIU otherwise calls "unreachable sharing".
     "enable-external-masters",
     "external mnt[]",
@@ -53,7 +56,7 @@ export function renderActionScript(containerId: string, options: CriuConfigOptio
   return [
     "#!/bin/sh",
     "# CRIU action script for one container: names it and hands over to the kybernate hook.",
-    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' KYBERNATE_NODE='${options.node}' exec '${options.hookPath}'`,
+    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' KYBERNATE_NODE='${options.node}' KYBERNATE_HOOK_TIMEOUT_MS='${Math.round(options.hookTimeoutMs)}' exec '${options.hookPath}'`,
     "",
   ].join("\n");
 }

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { Deadline } from "../../src/base/deadline.js";
 import type { GpuBackend } from "../../src/gpu/backend.js";
 import { BinaryBackend } from "../../src/gpu/binary-backend.js";
 import { DriverBackend } from "../../src/gpu/driver-backend.js";
@@ -131,11 +132,11 @@ for (const spec of (values.cases ?? "").split(",").filter(Boolean)) {
   const ps = await start(procs, gib, base);
   base += procs;
   for (const { name, b: backend } of bs) {
-    const engine = new GpuEngine({ backend, deadlines: { checkpoint: 120_000, restore: 120_000 } });
+    const engine = new GpuEngine({ backend });
     const pids = ps.map((p) => p.pid);
-    const freeze = await engine.freeze(pids);
+    const freeze = await engine.checkpoint(pids, Deadline.after(120_000));
     if (!freeze.ok) console.error(`${spec} ${name}: freeze failed: ${JSON.stringify(freeze.failure)}`);
-    const thaw = await engine.thaw(pids);
+    const thaw = await engine.restore(pids, undefined, Deadline.after(120_000));
     if (!thaw.ok) console.error(`${spec} ${name}: thaw failed: ${JSON.stringify(thaw.failure)}`);
     const v = await verify(ps);
     rows.push({ case: spec, backend: name, procs, gib, freeze, thaw, verify: v });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { silentLogger } from "../../src/base/log.js";
 import { computeAppsEstimator, decideAdmission, fixedEstimator } from "../../src/checkpoint/admission.js";
-import { NodeOps } from "../../src/checkpoint/policy.js";
+import { NodePolicy } from "../../src/checkpoint/policy.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -78,9 +78,13 @@ test("NodeOps.admit with an injected estimate above MemAvailable refuses; admiss
     estimator: fixedEstimator(10 * GiB),
     memAvailable: async () => 4 * GiB,
   };
-  const ctx = { containerId: "c1", pids: [process.pid], initPid: process.pid };
-  const on = await new NodeOps({ ...options, admission: { enabled: true, headroomBytes: GiB } }).admit(ctx);
+  const ctx = { containerId: "c1", pids: [process.pid], memory: async () => undefined };
+  const on = await new NodePolicy({ ...options, admission: { enabled: true, headroomBytes: GiB } }).admit(
+    ctx,
+  );
   assert.equal(on.verdict.ok, false);
-  const off = await new NodeOps({ ...options, admission: { enabled: false, headroomBytes: GiB } }).admit(ctx);
+  const off = await new NodePolicy({ ...options, admission: { enabled: false, headroomBytes: GiB } }).admit(
+    ctx,
+  );
   assert.equal(off.verdict.ok, true);
 });

@@ -8,9 +8,9 @@ import {
   type GpuRequest,
   gpuRequestOf,
   gpusOpenedBy,
-  readDeviceMinors,
   resolveGpuRequest,
 } from "../../src/checkpoint/gpu-request.js";
+import { readDeviceMinors } from "../../src/host/nvidia.js";
 import type { GpuInfo } from "../../src/host/nvidia-smi.js";
 
 const A = "GPU-aaaaaaaa-0000-0000-0000-000000000000";
@@ -95,7 +95,8 @@ for (const c of cases) {
 }
 
 test("device minors come from the driver's /proc/driver/nvidia/gpus/*/information", async () => {
-  const root = join(scratch, "gpus");
+  const procRoot = join(scratch, "driver-proc");
+  const root = join(procRoot, "driver", "nvidia", "gpus");
   for (const [bus, minor, uuid] of [
     ["0000:19:00.0", 1, A],
     ["0000:3b:00.0", 0, B],
@@ -108,7 +109,7 @@ test("device minors come from the driver's /proc/driver/nvidia/gpus/*/informatio
   }
   mkdirSync(join(root, "0000:5d:00.0"));
   assert.deepEqual(
-    await readDeviceMinors(root),
+    await readDeviceMinors(procRoot),
     new Map([
       [A, 1],
       [B, 0],

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { test } from "node:test";
-import { silentLogger } from "../../src/base/log.js";
-import { KybernateMetrics, startMetricsServer } from "../../src/checkpoint/metrics.js";
-import { NodeOps } from "../../src/checkpoint/policy.js";
+import { KybernateMetrics, type StageMetrics, startMetricsServer } from "../../src/checkpoint/metrics.js";
 import type { OperationRecord } from "../../src/gpu/engine.js";
 
 const record = (
@@ -25,18 +23,12 @@ const record = (
 
 test("/metrics shows checkpoints and restores by result, phase histograms, VRAM moved and repairs", async () => {
   const metrics = new KybernateMetrics({ processMetrics: false });
-  const ops = new NodeOps({
-    probe: { inventory: async () => ({ gpus: [] }), computeApps: async () => [] },
-    version: "0",
-    log: silentLogger,
-    metrics,
-    admission: { enabled: false, headroomBytes: 0 },
-  });
+  const ops: StageMetrics = metrics;
   ops.phase("thaw_cgroup", 2);
-  ops.record(record("freeze", { lock: 15, checkpoint: 1500 }, 2 ** 31));
+  ops.record(record("checkpoint", { lock: 15, checkpoint: 1500 }, 2 ** 31));
   ops.result("checkpoint", "success");
   ops.result("checkpoint", "refused");
-  ops.record(record("thaw", { restore: 800, unlock: 17 }, 2 ** 31));
+  ops.record(record("restore", { restore: 800, unlock: 17 }, 2 ** 31));
   ops.result("restore", "success");
   ops.repaired("recovery", 2);
   const server = await startMetricsServer(metrics, 0, "127.0.0.1");

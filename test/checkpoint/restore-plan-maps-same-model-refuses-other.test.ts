@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { buildMetadata, type CheckpointMetadata, planRestore } from "../../src/checkpoint/metadata.js";
+import { buildMetadata, type CheckpointMetadata } from "../../src/checkpoint/metadata.js";
+import { planRestore } from "../../src/checkpoint/restore-plan.js";
 import type { GpuInventory } from "../../src/host/nvidia-smi.js";
 
 const A = "GPU-aaaaaaaa-0000-0000-0000-000000000000";

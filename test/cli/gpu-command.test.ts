@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, describe, test } from "node:test";
-import { runGpuCommand } from "../../src/cli/gpu-command.js";
+import { runGpuCommand } from "../../src/cli/commands/gpu.js";
 import {
   cleanupScratch,
   fakeLibcuda,

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { RestorePlanStore } from "../../src/daemon/plan-store.js";
+import { PlanStore } from "../../src/daemon/plan-store.js";
 
 const root = mkdtempSync(join(tmpdir(), "kyb-plans-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -12,7 +12,7 @@ const map = [
 ];
 
 test("a saved map is loaded back until removed; none saved reads as none", async () => {
-  const store = new RestorePlanStore(join(root, "a"));
+  const store = new PlanStore(join(root, "a"));
   assert.equal(await store.load("c1"), undefined);
   await store.save("c1", map);
   assert.deepEqual(await store.load("c1"), map);
@@ -23,7 +23,7 @@ test("a saved map is loaded back until removed; none saved reads as none", async
 
 test("a damaged file reads as no plan (restore onto the original GPUs), never as a wrong map", async () => {
   const dir = join(root, "b");
-  const store = new RestorePlanStore(dir);
+  const store = new PlanStore(dir);
   await store.save("c1", map);
   for (const text of ["{", '{"deviceMap": 3}', '{"deviceMap": [{"from": 1}]}']) {
     writeFileSync(join(dir, "c1.json"), text);
@@ -32,13 +32,13 @@ test("a damaged file reads as no plan (restore onto the original GPUs), never as
 });
 
 test("a container id that could escape the directory is refused", async () => {
-  const store = new RestorePlanStore(join(root, "c"));
+  const store = new PlanStore(join(root, "c"));
   await assert.rejects(store.save("../x", map), /not a container id/);
 });
 
 test("prune drops plans of containers gone while away, but not plans written since the synchronize", async () => {
   const dir = join(root, "d");
-  const store = new RestorePlanStore(dir);
+  const store = new PlanStore(dir);
   for (const id of ["alive", "gone", "new"]) await store.save(id, map);
   const old = new Date(Date.now() - 60_000);
   for (const id of ["alive", "gone"]) utimesSync(join(dir, `${id}.json`), old, old);

@@ -354,13 +354,13 @@ async function floor(gib: number): Promise<{ freezeMs: number; criuMs: number; t
   const initPid = await initPidOf(cri, id);
   const found = await discoverCudaProcesses({ initPid, backend, mode: "held" });
   const pids = found.cuda.map((p) => p.pid);
-  const frozen = await engine.freeze(pids);
+  const frozen = await engine.checkpoint(pids);
   if (!frozen.ok) throw new Error(`floor freeze failed: ${JSON.stringify(frozen.failure)}`);
   const archive = join(scratch, `floor-${gib}.tar`);
   const t0 = performance.now();
   await cri.checkpoint(id, archive, 600); // kybernate's hook finds no running CUDA process: nothing to do
   const criuMs = ms(t0);
-  const thawed = await engine.thaw(pids);
+  const thawed = await engine.restore(pids);
   if (!thawed.ok) throw new Error(`floor thaw failed: ${JSON.stringify(thawed.failure)}`);
   backend.close();
   await cri.stopAndRemovePod(p.podId);

@@ -3,15 +3,11 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import {
-  cgroupOfPid,
-  discoverCudaProcesses,
-  processesOfCgroup,
-  resolveCgroupDir,
-} from "../../src/gpu/discovery.js";
+import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { DriverBackend } from "../../src/gpu/driver-backend.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { ProcessState } from "../../src/gpu/types.js";
+import { ProcessCgroups, processesOfCgroup, resolveCgroupDir } from "../../src/host/cgroup.js";
 import {
   cleanupScratch,
   fakeDevice,
@@ -28,6 +24,9 @@ const hierarchies = [
   { name: "v2", root: v2Root },
   { name: "v1", root: "/sys/fs/cgroup/pids" },
 ].filter((h) => existsSync(join(h.root, "cgroup.procs")));
+
+/** The cgroup directory that lists a process's cgroup, as discovery finds it from an init pid. */
+const cgroupOfPid = async (pid: number): Promise<string> => (await ProcessCgroups.ofPid(pid)).processesDir();
 
 const workloads: Workload[] = [];
 const helpers: ChildProcess[] = [];
@@ -95,7 +94,7 @@ describe("discovery of a container's CUDA processes", () => {
       assert.ok(held.skipped.some((s) => s.pid === tool && s.reason === "cuda-checkpoint tool"));
 
       const engine = new GpuEngine({ backend });
-      assert.equal((await engine.freeze(held.cuda.map((c) => c.pid))).ok, true);
+      assert.equal((await engine.checkpoint(held.cuda.map((c) => c.pid))).ok, true);
       // CHECKPOINTED processes hold no device: "held" finds nothing, "any" asks the driver about everyone.
       const none = await discoverCudaProcesses({
         cgroup: dir,
@@ -110,7 +109,7 @@ describe("discovery of a container's CUDA processes", () => {
         w.pids.map((p) => [p, ProcessState.CHECKPOINTED]),
       );
       assert.ok(any.skipped.some((s) => s.pid === helper && /initialization error/.test(s.reason)));
-      assert.equal((await engine.thaw(any.cuda.map((c) => c.pid))).ok, true);
+      assert.equal((await engine.restore(any.cuda.map((c) => c.pid))).ok, true);
 
       // The same from the init pid, and from the hierarchy-relative path /proc/PID/cgroup shows.
       const fromInit = await discoverCudaProcesses({

@@ -30,10 +30,10 @@ for (const { name, make } of backends) {
       slow([...one.pids, ...four.pids]);
       const engine = new GpuEngine({ backend: b });
 
-      const single = await engine.freeze(one.pids);
+      const single = await engine.checkpoint(one.pids);
       assert.equal(single.ok, true);
       const counters = four.pids.map((p) => four.status(p).counter);
-      const f = await engine.freeze(four.pids);
+      const f = await engine.checkpoint(four.pids);
       assert.equal(f.ok, true, JSON.stringify(f.failure));
       assert.ok(f.totalMs < single.totalMs * 2, `parallel ${f.totalMs} ms vs one ${single.totalMs} ms`);
       assert.deepEqual(f.pids, four.pids);
@@ -45,7 +45,7 @@ for (const { name, make } of backends) {
       }
       assert.ok((f.phasesMs.lock ?? -1) >= 0);
 
-      const t = await engine.thaw(four.pids);
+      const t = await engine.restore(four.pids);
       assert.equal(t.ok, true, JSON.stringify(t.failure));
       assert.ok((t.phasesMs.restore ?? 0) >= 290 && (t.phasesMs.unlock ?? -1) >= 0);
       for (const [i, pid] of four.pids.entries()) {
@@ -54,19 +54,19 @@ for (const { name, make } of backends) {
         assert.equal(four.status(pid).verified, 1);
         assert.equal(four.status(pid).verifyFailures, 0);
       }
-      assert.equal((await engine.thaw(one.pids)).ok, true);
+      assert.equal((await engine.restore(one.pids)).ok, true);
     });
 
     test("idempotent: freezing a CHECKPOINTED set and thawing a RUNNING one succeed as no-ops", async () => {
       const w = await startWorkload({ procs: 2 });
       started.push(w);
       const engine = new GpuEngine({ backend: b });
-      assert.equal((await engine.freeze(w.pids)).ok, true);
-      const again = await engine.freeze(w.pids);
+      assert.equal((await engine.checkpoint(w.pids)).ok, true);
+      const again = await engine.checkpoint(w.pids);
       assert.equal(again.ok, true);
       assert.ok(again.processes.every((p) => p.skipped && p.endState === "CHECKPOINTED"));
-      assert.equal((await engine.thaw(w.pids)).ok, true);
-      const noop = await engine.thaw(w.pids);
+      assert.equal((await engine.restore(w.pids)).ok, true);
+      const noop = await engine.restore(w.pids);
       assert.ok(noop.ok && noop.processes.every((p) => p.skipped && p.endState === "RUNNING"));
     });
 

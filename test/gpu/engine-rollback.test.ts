@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { Deadline } from "../../src/base/deadline.js";
 import type { GpuBackend } from "../../src/gpu/backend.js";
 import { GpuEngine, type OperationRecord } from "../../src/gpu/engine.js";
 import { ProcessState } from "../../src/gpu/types.js";
@@ -64,9 +65,9 @@ for (const { name, make } of backends) {
         const w = await threeProcesses();
         const k = w.pids[1] ?? 0;
         const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
-        if (c.when === "thaw") assert.equal((await engine.freeze(w.pids)).ok, true);
+        if (c.when === "thaw") assert.equal((await engine.checkpoint(w.pids)).ok, true);
         setFault(k, c.rule);
-        const r = c.when === "freeze" ? await engine.freeze(w.pids) : await engine.thaw(w.pids);
+        const r = c.when === "freeze" ? await engine.checkpoint(w.pids) : await engine.restore(w.pids);
         assertRolledBack(r, k, c.op, c.state, c.message);
         await assertAllRunning(b, w);
       });
@@ -76,13 +77,13 @@ for (const { name, make } of backends) {
       const w = await threeProcesses();
       const k = w.pids[0] ?? 0;
       const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
-      assert.equal((await engine.freeze(w.pids)).ok, true);
+      assert.equal((await engine.checkpoint(w.pids)).ok, true);
       // The thaw's restore and the rollback's first (mapped) restore fail, as the H200 refused a remap.
       setFault(k, "restore fail 2");
       const map = [
         { from: "GPU-11111111-2222-3333-4444-555555555555", to: "GPU-66666666-7777-8888-9999-000000000000" },
       ];
-      const r = await engine.thaw(w.pids, map);
+      const r = await engine.restore(w.pids, map);
       assertRolledBack(r, k, "restore", "CHECKPOINTED", "unknown error");
       assert.equal(
         w.status(k).lastDevicePairs,
@@ -96,9 +97,9 @@ for (const { name, make } of backends) {
       const w = await threeProcesses();
       const k = w.pids[2] ?? 0;
       setFault(k, "checkpoint hang 1");
-      const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000, deadlines: { checkpoint: 700 } });
+      const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
       const t = performance.now();
-      const r = await engine.freeze(w.pids);
+      const r = await engine.checkpoint(w.pids, Deadline.after(700));
       assert.ok(performance.now() - t < 5000, "bounded by the deadline");
       assert.equal(r.failure?.code, "DEADLINE_EXCEEDED");
       assert.equal(r.failure?.pid, k);
@@ -110,10 +111,10 @@ for (const { name, make } of backends) {
     test("a hung restore during thaw is cut, retried by the rollback, and the set ends RUNNING", async () => {
       const w = await threeProcesses();
       const k = w.pids[0] ?? 0;
-      const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000, deadlines: { restore: 700 } });
-      assert.equal((await engine.freeze(w.pids)).ok, true);
+      const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
+      assert.equal((await engine.checkpoint(w.pids)).ok, true);
       setFault(k, "restore hang 1");
-      const r = await engine.thaw(w.pids);
+      const r = await engine.restore(w.pids, undefined, Deadline.after(700));
       assert.equal(r.failure?.code, "DEADLINE_EXCEEDED");
       assert.equal(r.failure?.state, "CHECKPOINTED");
       assert.equal(r.rollback?.ok, true, JSON.stringify(r.rollback));
@@ -125,7 +126,7 @@ for (const { name, make } of backends) {
       const k = w.pids[1] ?? 0;
       setFault(k, "checkpoint failed");
       const engine = new GpuEngine({ backend: b, lockTimeoutMs: 2000 });
-      const r = await engine.freeze(w.pids);
+      const r = await engine.checkpoint(w.pids);
       assert.equal(r.ok, false);
       assert.equal(r.failure?.pid, k);
       assert.equal(r.rollback?.ok, false);

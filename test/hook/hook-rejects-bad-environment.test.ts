@@ -58,6 +58,16 @@ const cases: Array<{ name: string; env: Record<string, string>; error: RegExp }>
     error: /KYBERNATE_CONTAINER_ID="\.\.\/\.\.\/etc" is not a container id/,
   },
   {
+    name: "the parent directory as id",
+    env: { ...good, KYBERNATE_CONTAINER_ID: ".." },
+    error: /KYBERNATE_CONTAINER_ID="\.\." is not a container id/,
+  },
+  {
+    name: "the current directory as id",
+    env: { ...good, KYBERNATE_CONTAINER_ID: "." },
+    error: /KYBERNATE_CONTAINER_ID="\." is not a container id/,
+  },
+  {
     name: "no init pid",
     env: { ...good, CRTOOLS_INIT_PID: "" },
     error: /CRTOOLS_INIT_PID="" is not a process id/,

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
 import { CriClient } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
-import { RestorePlanStore } from "../../src/daemon/plan-store.js";
+import { PlanStore } from "../../src/daemon/plan-store.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
   gpuDoubleMounts,
@@ -375,7 +375,7 @@ describe("faults end with nothing lost", () => {
     const map = [
       { from: "GPU-aaaaaaaa-1111-2222-3333-444444444444", to: "GPU-bbbbbbbb-1111-2222-3333-444444444444" },
     ];
-    await new RestorePlanStore(join(daemon.stateDir, "restore-plans")).save(id, map);
+    await new PlanStore(join(daemon.stateDir, "restore-plans")).save(id, map);
     await strandCheckpointed(id);
     const restarted = await startDaemon(daemon.stateDir);
     await assertRunningOnGpu(id, { restores: 1, lastDevicePairs: 1 });

@@ -80,7 +80,7 @@ test("CRIU cannot dump the fake workload on the GPU, can once checkpointed, and 
     `expected CRIU to stumble on the io_uring mapping; see ${first.logFile}`,
   );
 
-  assert.equal((await engine.freeze([pid])).ok, true);
+  assert.equal((await engine.checkpoint([pid])).ok, true);
   const img = join(scratch, "img");
   mkdirSync(img);
   const dumped = criu(["dump", "-t", String(pid), "-D", img]);
@@ -94,7 +94,7 @@ test("CRIU cannot dump the fake workload on the GPU, can once checkpointed, and 
   assert.equal(await new DriverBackend(fakeLibcuda()).getState(pid), ProcessState.CHECKPOINTED);
 
   const before = await statusOf(pid);
-  const t = await engine.thaw([pid]);
+  const t = await engine.restore([pid]);
   assert.equal(t.ok, true, JSON.stringify(t.failure));
   await new Promise((r) => setTimeout(r, 300));
   const s = await statusOf(pid);

@@ -102,6 +102,7 @@ export function kybernateFor(
       daemonSocket: join(stateDir, "daemon.sock"),
       networkLock: "",
       timeoutS: 10,
+      hookTimeoutMs: 95_000,
     },
     selector: parseSelector(selector),
     log,

@@ -24,6 +24,7 @@ test("resync re-manages surviving GPU containers and deletes the files of remove
       daemonSocket: "/nonexistent/daemon.sock",
       networkLock: "",
       timeoutS: 10,
+      hookTimeoutMs: 95_000,
     },
     log: silentLogger,
     onManaged: (_pod, c) => managed.push(c.id),

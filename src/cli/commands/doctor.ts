@@ -37,7 +37,8 @@ export const doctorCommand: CommandModule<object, DoctorArgs> = {
       .option("driver-version-file", { type: "string", default: defaultDoctorOptions.driverVersionFile })
       .option("kernel-config", {
         type: "string",
-        describe: "kernel config file (default /proc/config.gz, then /boot/config-$(uname -r))",
+        describe:
+          "kernel config file (default: the running kernel's config.gz, then /boot/config-$(uname -r))",
       })
       .option("cgroup-root", { type: "string", default: defaultDoctorOptions.cgroupRoot })
       .option("json", {

@@ -1,4 +1,5 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { Deadline } from "../../base/deadline.js";
 import type { CriClient } from "../../cri/client.js";
 import type { Container, PodSandbox } from "../../cri/types.js";
 import type { ContainerActivity, LastOperationStatus } from "../../daemon/protocol.js";
@@ -108,7 +109,12 @@ async function cudaStates(
   try {
     const initPid = await initPidOf(cri, id);
     // "any": a CHECKPOINTED process holds no NVIDIA device any more, yet it is the one worth seeing.
-    const found = await discover({ initPid, backend, mode: "any", deadlineMs: 5000 });
+    const found = await discover({
+      initPid,
+      backend,
+      mode: "any",
+      deadline: Deadline.after(5000, { what: "CUDA state query" }),
+    });
     const broken = found.skipped.find((s) => /BACKEND_FAILURE|DEADLINE_EXCEEDED/.test(s.reason));
     if (!found.cuda.length && broken) return { cudaError: broken.reason.replace(/^driver: /, "") };
     return { cuda: found.cuda.map((p) => ({ pid: p.pid, state: stateName(p.state) })) };

@@ -1,5 +1,5 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { startDaemon } from "../../agent/agent.js";
+import { startAgent } from "../../agent/agent.js";
 import { createLogger } from "../../base/log.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import type { BackendKind } from "../../gpu/select-backend.js";
@@ -117,7 +117,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       }) as unknown as Argv<RunArgs>,
   handler: async (args: ArgumentsCamelCase<RunArgs>) => {
     const log = createLogger(args.logLevel as "info");
-    const daemon = await startDaemon({
+    const agent = await startAgent({
       nriSocket: args.nriSocket,
       pluginIndex: args.index.padStart(2, "0"),
       daemonSocket: args.socket,
@@ -131,7 +131,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       frozenGraceMs: args.frozenGrace * 1000,
       criuNetworkLock: args.criuNetworkLock as CriuConfigOptions["networkLock"],
       log,
-      ops: {
+      policy: {
         metricsPort: args.metricsPort,
         metricsHost: args.metricsHost,
         admission: args.admission,
@@ -144,7 +144,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     });
     const shutdown = async (signal: string) => {
       log.info({ signal }, "shutting down");
-      await daemon.stop();
+      await agent.stop();
       process.exit(0);
     };
     process.once("SIGTERM", () => void shutdown("SIGTERM"));

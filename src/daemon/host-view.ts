@@ -1,0 +1,24 @@
+import type { GpuBackend } from "../gpu/backend.js";
+import { discoverCudaProcesses } from "../gpu/discovery.js";
+import { ProcessCgroups } from "../host/cgroup.js";
+import { identify, isSameProcess, livingPids, tracerOf } from "../host/proc.js";
+import type { HostView } from "./stage-context.js";
+
+/** The real host: /proc, the container's cgroups (read once per stage) and the driver through `backend`. */
+export function hostView(backend: GpuBackend): HostView {
+  return {
+    async container(initPid) {
+      const cgroups = await ProcessCgroups.ofPid(initPid);
+      return {
+        freezer: () => cgroups.freezer(),
+        discover: (mode, deadline) =>
+          discoverCudaProcesses({ cgroups, backend, mode, ...(deadline ? { deadline } : {}) }),
+        memory: () => cgroups.memory(),
+      };
+    },
+    identify: (pid) => identify(pid),
+    isSameProcess: (identity) => isSameProcess(identity),
+    tracerOf: (pid) => tracerOf(pid),
+    livingPids: (pids) => livingPids(pids),
+  };
+}

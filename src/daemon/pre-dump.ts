@@ -1,0 +1,184 @@
+import { randomUUID } from "node:crypto";
+import type { Deadline } from "../base/deadline.js";
+import type { Logger } from "../base/log.js";
+import type { FreezeContext } from "../checkpoint/policy.js";
+import type { OperationRecord } from "../gpu/engine.js";
+import { ProcessState } from "../gpu/types.js";
+import type { ProcessIdentity } from "../host/proc.js";
+import { undoCheckpoint } from "./bring-back.js";
+import type { JournalEntry } from "./journal.js";
+import type { DaemonReply, HookRequest } from "./protocol.js";
+import { describeFailure, fail, stageLog } from "./report.js";
+import type { ContainerOnHost, FreezerControl, StageContext } from "./stage-context.js";
+
+/** What a resume watcher needs to bring the GPU back once containerd resumes the container. */
+export interface Watch {
+  entry: JournalEntry;
+  freezer?: FreezerControl;
+  /** The CRIU process of a checkpoint; absent for a repair after a restart. */
+  criu?: ProcessIdentity;
+}
+
+export interface PreDumpResult {
+  reply: DaemonReply;
+  /** Set when the GPU state sits in host memory: a watcher must bring it back. */
+  watch?: Watch;
+}
+
+type Moved =
+  /** Nothing to move, or refused before the driver was touched. */
+  | { kind: "untouched"; reply: DaemonReply }
+  /** The driver was touched and the stage failed; `stranded` when not every process is back on the GPU. */
+  | { kind: "failed"; reply: DaemonReply; stranded?: JournalEntry }
+  | { kind: "moved"; entry: JournalEntry; record: OperationRecord };
+
+/**
+ * containerd has frozen the container. The driver cannot lock frozen threads, so: thaw, move VRAM to host
+ * memory, freeze again (containerd's `runc resume` fails on a container that is not paused), and leave a
+ * watch for the resume that no CRIU action reports. Every failure after the driver was touched ends with the
+ * processes back on the GPU, or with a watch that will bring them back.
+ */
+export async function preDump(
+  ctx: StageContext,
+  request: HookRequest,
+  deadline: Deadline,
+): Promise<PreDumpResult> {
+  const started = { at: Date.now(), perf: performance.now() };
+  const log = stageLog(ctx, request.containerId, "pre-dump");
+  let container: ContainerOnHost;
+  let freezer: FreezerControl;
+  let criu: ProcessIdentity | undefined;
+  try {
+    container = await ctx.host.container(request.initPid);
+    freezer = container.freezer();
+    criu = await ctx.host.identify(request.criuPid);
+  } catch (error) {
+    return { reply: fail(ctx, request, `cannot find the container's cgroup: ${(error as Error).message}`) };
+  }
+  const wasFrozen = await freezer.isFrozen();
+  const thawStarted = performance.now();
+  if (wasFrozen) await freezer.thaw();
+  ctx.metrics.phase("thaw_cgroup", performance.now() - thawStarted);
+
+  const moved = await moveToHost(ctx, request, container, deadline, { log, started });
+  const watch = (entry: JournalEntry): Watch => ({ entry, freezer, ...(criu ? { criu } : {}) });
+  if (wasFrozen) {
+    const refreezeStarted = performance.now();
+    try {
+      await freezer.freeze();
+      ctx.metrics.phase("refreeze", performance.now() - refreezeStarted);
+    } catch (error) {
+      // Without the freeze containerd's resume fails, and CRIU would dump a running container: undo.
+      log.error({ err: error }, "could not freeze the container again; bringing the GPU back");
+      const reply = fail(ctx, request, `could not freeze the container again: ${(error as Error).message}`);
+      if (moved.kind === "untouched") return { reply };
+      const stranded = moved.kind === "moved" ? await undo(ctx, moved.entry) : moved.stranded;
+      return stranded ? { reply, watch: watch(await watching(ctx, stranded)) } : { reply };
+    }
+  }
+  if (moved.kind === "untouched") return { reply: moved.reply };
+  if (moved.kind === "failed")
+    return moved.stranded
+      ? { reply: moved.reply, watch: watch(await watching(ctx, moved.stranded)) }
+      : { reply: moved.reply };
+  const entry = await watching(ctx, moved.entry);
+  ctx.metrics.result("checkpoint", "success");
+  log.info(
+    { pids: entry.pids, ms: Math.round(performance.now() - started.perf), phasesMs: moved.record.phasesMs },
+    "GPU state moved to host memory",
+  );
+  return { reply: { ok: true, data: { pids: entry.pids } }, watch: watch(entry) };
+}
+
+/** The journal entry a resume watcher works from: the GPU state is in host memory until the container runs. */
+async function watching(ctx: StageContext, entry: JournalEntry): Promise<JournalEntry> {
+  const thaw: JournalEntry = { ...entry, action: "thaw-after-resume" };
+  await ctx.journal.record(thaw);
+  return thaw;
+}
+
+/** Every process back to RUNNING; the entry when that failed too (a watcher must finish it). */
+async function undo(ctx: StageContext, entry: JournalEntry): Promise<JournalEntry | undefined> {
+  return (await undoCheckpoint(ctx, entry)).ok ? undefined : entry;
+}
+
+/** Discovery, admission, the journal entry and the driver's lock + checkpoint; never throws. */
+async function moveToHost(
+  ctx: StageContext,
+  request: HookRequest,
+  container: ContainerOnHost,
+  deadline: Deadline,
+  { log, started }: { log: Logger; started: { at: number; perf: number } },
+): Promise<Moved> {
+  let entry: JournalEntry | undefined;
+  try {
+    const discoverStarted = performance.now();
+    const found = await container.discover("held", deadline);
+    const pids = found.cuda.filter((p) => p.state === ProcessState.RUNNING).map((p) => p.pid);
+    const discoveryMs = performance.now() - discoverStarted;
+    ctx.metrics.phase("discover", discoveryMs);
+    if (pids.length === 0) {
+      log.info({ skipped: found.skipped }, "no running CUDA process in the container; nothing to move");
+      return { kind: "untouched", reply: { ok: true, data: { pids: [] } } };
+    }
+    const names = ctx.containers.names(request.containerId);
+    const context: FreezeContext = {
+      containerId: request.containerId,
+      pids,
+      memory: () => container.memory(),
+      ...(request.imageDir ? { imageDir: request.imageDir } : {}),
+      names,
+    };
+    const admission = await ctx.policy.admit(context);
+    if (!admission.verdict.ok) {
+      ctx.metrics.result("checkpoint", "refused");
+      return { kind: "untouched", reply: fail(ctx, request, admission.verdict.error) };
+    }
+    entry = {
+      id: randomUUID(),
+      containerId: request.containerId,
+      action: "pre-dump",
+      pids,
+      initPid: request.initPid,
+      startedAt: new Date().toISOString(),
+    };
+    await ctx.journal.record(entry);
+    const record = await ctx.engine.checkpoint(pids, deadline);
+    ctx.metrics.record(record);
+    if (!record.ok) {
+      ctx.metrics.result("checkpoint", "failure");
+      const why = describeFailure(record);
+      const hint =
+        record.failure?.code === "DEADLINE_EXCEEDED" ? `; ${overBudget(started, deadline, discoveryMs)}` : "";
+      const reply = fail(ctx, request, `${why}${hint}`, record);
+      // The engine rolled the set back; an incomplete rollback leaves the entry to a resume watcher.
+      if (record.rollback?.ok === false) return { kind: "failed", reply, stranded: entry };
+      await ctx.journal.complete(entry.id);
+      return { kind: "failed", reply };
+    }
+    if (deadline.expired) {
+      const reply = fail(ctx, request, overBudget(started, deadline, discoveryMs), record);
+      const stranded = await undo(ctx, entry);
+      return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
+    }
+    await ctx.policy.recordCheckpoint(context, record, admission.snapshot);
+    return { kind: "moved", entry, record };
+  } catch (error) {
+    // Anything unexpected after the driver was touched must not leave the GPU state in host memory with no
+    // watcher to bring it back: undo, and fail this checkpoint cleanly.
+    log.error({ err: error }, "GPU stage failed unexpectedly; bringing the GPU back");
+    const reply = fail(ctx, request, `the GPU stage failed: ${(error as Error).message}`);
+    if (!entry) {
+      ctx.metrics.result("checkpoint", "failure");
+      return { kind: "untouched", reply };
+    }
+    const stranded = await undo(ctx, entry);
+    return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
+  }
+}
+
+function overBudget(started: { at: number; perf: number }, deadline: Deadline, discoveryMs: number): string {
+  const tookMs = Math.round(performance.now() - started.perf);
+  const budgetMs = Math.round(deadline.at - started.at);
+  return `the GPU stage took ${tookMs} ms, over its budget of ${budgetMs} ms (discovery ${Math.round(discoveryMs)} ms): raise kybernate's --gpu-budget and the caller's checkpoint timeout (kubelet ?timeout=, crictl checkpoint --timeout)`;
+}

@@ -1,0 +1,137 @@
+// Where a container's processes sit in the cgroup hierarchies, read once from /proc/PID/cgroup: the directory
+// that lists its processes, its freezer and its memory controller.
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Freezer } from "./freezer.js";
+import { type CgroupEntry, PROC_ROOT, readCgroups } from "./proc.js";
+
+export const CGROUP_ROOT = "/sys/fs/cgroup";
+
+/** v1 hierarchies that runc places every container in, most useful first. */
+const V1_CONTROLLERS = ["pids", "freezer", "memory", "cpu,cpuacct", "cpu", "systemd"];
+
+/**
+ * Which cgroup directory an input names: an absolute path under the cgroup root as is, otherwise a path
+ * relative to a hierarchy root (as /proc/PID/cgroup shows it): the v2 hierarchy first, then v1 ones.
+ */
+export function resolveCgroupDir(cgroup: string, root = CGROUP_ROOT): string {
+  if (cgroup.startsWith(`${root}/`)) {
+    if (existsSync(join(cgroup, "cgroup.procs"))) return cgroup;
+    throw new Error(`cgroup ${cgroup} has no cgroup.procs: is the container still running?`);
+  }
+  const rel = cgroup.startsWith("/") ? cgroup : `/${cgroup}`;
+  const roots = [root, join(root, "unified"), ...V1_CONTROLLERS.map((c) => join(root, c))];
+  for (const base of roots) {
+    const dir = join(base, rel);
+    if (existsSync(join(dir, "cgroup.procs"))) return dir;
+  }
+  throw new Error(`cgroup ${cgroup} not found under ${roots.join(", ")}: give the full ${root}/... path`);
+}
+
+/** Every pid of a cgroup directory and of the cgroups below it. */
+export async function processesOfCgroup(dir: string): Promise<number[]> {
+  const pids = new Set<number>();
+  const walk = async (d: string): Promise<void> => {
+    const text = await readFile(join(d, "cgroup.procs"), "utf8").catch(() => "");
+    for (const line of text.split("\n")) if (line.trim()) pids.add(Number(line));
+    const subs = await readdir(d, { withFileTypes: true }).catch(() => []);
+    await Promise.all(subs.filter((s) => s.isDirectory()).map((s) => walk(join(d, s.name))));
+  };
+  await walk(dir);
+  return [...pids].sort((a, b) => a - b);
+}
+
+/** The memory controller's limit and usage, in bytes; limit undefined when there is none. */
+export interface MemoryUse {
+  dir: string;
+  limit?: number;
+  usage: number;
+}
+
+/** The cgroups of one process (a container's init), from one read of /proc/PID/cgroup. */
+export class ProcessCgroups {
+  private constructor(
+    readonly pid: number,
+    readonly entries: readonly CgroupEntry[],
+    private readonly root: string,
+  ) {}
+
+  static async ofPid(pid: number, roots: { proc?: string; cgroup?: string } = {}): Promise<ProcessCgroups> {
+    return new ProcessCgroups(
+      pid,
+      await readCgroups(pid, roots.proc ?? PROC_ROOT),
+      roots.cgroup ?? CGROUP_ROOT,
+    );
+  }
+
+  private v1(controller: string): CgroupEntry | undefined {
+    return this.entries.find((e) =>
+      e.controllers
+        .replace(/^name=/, "")
+        .split(",")
+        .includes(controller),
+    );
+  }
+
+  private v2(): CgroupEntry | undefined {
+    return this.entries.find((e) => e.controllers === "");
+  }
+
+  /**
+   * The directory whose cgroup.procs lists the process's cgroup: v2 when that is not the root, else the most
+   * specific v1 one (hybrid hosts keep containers in v1 and leave v2 at "/"). The root cgroup is refused: it
+   * would be every process on the machine.
+   */
+  processesDir(): string {
+    const v2 = this.v2()?.path;
+    if (v2 && v2 !== "/") {
+      for (const base of [this.root, join(this.root, "unified")]) {
+        const dir = join(base, v2);
+        if (existsSync(join(dir, "cgroup.procs"))) return dir;
+      }
+    }
+    for (const controller of V1_CONTROLLERS) {
+      const e = this.entries.find((x) => x.controllers.replace(/^name=/, "") === controller);
+      if (e && e.path !== "/") {
+        const dir = join(this.root, controller, e.path);
+        if (existsSync(join(dir, "cgroup.procs"))) return dir;
+      }
+    }
+    throw new Error(`pid ${this.pid} is in the root cgroup: give its pids with --pid instead of its cgroup`);
+  }
+
+  /** runc's freezer for the process: v1's freezer hierarchy when the host has one (hybrid hosts), else v2's. */
+  freezer(): Freezer {
+    const v1 = this.v1("freezer");
+    if (v1 && existsSync(join(this.root, "freezer", v1.path, "freezer.state")))
+      return Freezer.v1(join(this.root, "freezer", v1.path));
+    const v2 = this.v2();
+    if (v2 && v2.path !== "/" && existsSync(join(this.root, v2.path, "cgroup.freeze")))
+      return Freezer.v2(join(this.root, v2.path));
+    throw new Error(
+      `no cgroup freezer found for process ${this.pid} (neither v1 freezer.state nor v2 cgroup.freeze)`,
+    );
+  }
+
+  /** The memory controller's limit and usage; undefined when the process has no memory cgroup of its own. */
+  async memory(): Promise<MemoryUse | undefined> {
+    const candidates: Array<[string, string, string]> = [];
+    const v2 = this.v2();
+    if (v2 && v2.path !== "/") candidates.push([join(this.root, v2.path), "memory.max", "memory.current"]);
+    const v1 = this.v1("memory");
+    if (v1 && v1.path !== "/")
+      candidates.push([join(this.root, "memory", v1.path), "memory.limit_in_bytes", "memory.usage_in_bytes"]);
+    let unlimited: MemoryUse | undefined;
+    for (const [dir, limitFile, usageFile] of candidates) {
+      if (!existsSync(join(dir, limitFile))) continue;
+      const limitText = (await readFile(join(dir, limitFile), "utf8")).trim();
+      const limit = Number(limitText);
+      const usage = Number((await readFile(join(dir, usageFile), "utf8")).trim());
+      // v2 says "max"; v1 says a number near 2^63 for "unlimited". A hybrid host may limit in either.
+      if (limitText !== "max" && Number.isFinite(limit) && limit < 2 ** 62) return { dir, usage, limit };
+      unlimited ??= { dir, usage };
+    }
+    return unlimited;
+  }
+}
