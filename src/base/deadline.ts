@@ -24,12 +24,14 @@ export interface DeadlineOptions {
 
 /**
  * A point in time (epoch ms; Infinity for never) and a signal that aborts when it passes or when its parent
- * aborts. The timer behind it does not keep the process alive; `dispose()` stops it early.
+ * aborts. The timer behind it keeps the process alive only while a race() waits on it; `dispose()` stops it.
  */
 export class Deadline {
   readonly signal: AbortSignal;
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
+  /** Races waiting on this deadline: while there are any, its timer keeps the event loop alive. */
+  private waiters = 0;
   private readonly onParentAbort?: () => void;
 
   private constructor(
@@ -68,8 +70,9 @@ export class Deadline {
     return Math.max(0, this.at - now);
   }
 
+  /** Passed (by the clock, even before its timer has run) or aborted by its parent. */
   get expired(): boolean {
-    return this.signal.aborted;
+    return this.signal.aborted || Date.now() >= this.at;
   }
 
   /** A deadline no later than this one: `ms` from now, or this one's time when that comes first. */
@@ -85,16 +88,25 @@ export class Deadline {
   race<T>(work: Promise<T>, onExpire?: () => Error): Promise<T> {
     work.catch(() => undefined);
     if (this.signal.aborted) return Promise.reject(onExpire?.() ?? this.signal.reason);
+    this.waiters++;
+    this.timer?.ref();
     return new Promise<T>((resolve, reject) => {
-      const expire = () => reject(onExpire?.() ?? this.signal.reason);
+      const settle = () => {
+        this.signal.removeEventListener("abort", expire);
+        if (--this.waiters === 0) this.timer?.unref();
+      };
+      const expire = () => {
+        settle();
+        reject(onExpire?.() ?? this.signal.reason);
+      };
       this.signal.addEventListener("abort", expire, { once: true });
       work.then(
         (value) => {
-          this.signal.removeEventListener("abort", expire);
+          settle();
           resolve(value);
         },
         (error: unknown) => {
-          this.signal.removeEventListener("abort", expire);
+          settle();
           reject(error);
         },
       );
@@ -117,7 +129,7 @@ export class Deadline {
     }
     // A deadline beyond a timer's range re-arms when the capped timer fires.
     this.timer = setTimeout(() => (this.remaining() > 0 ? this.arm() : this.expire()), timerDelay(left));
-    this.timer.unref();
+    if (this.waiters === 0) this.timer.unref();
   }
 
   private expire(): void {

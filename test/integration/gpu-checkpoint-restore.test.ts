@@ -334,7 +334,7 @@ describe("faults end with nothing lost", () => {
     writeFileSync(join(faults, "1"), "checkpoint delay 2000\n");
     const mark = daemon.logs.length;
     const checkpoint = cri.checkpoint(id, archivePath("killed"), 60);
-    await daemon.waitForLog((l) => l.msg === "gpu freeze starting", { since: mark });
+    await daemon.waitForLog((l) => l.msg === "gpu checkpoint starting", { since: mark });
     await daemon.stop("SIGKILL");
     kyb = undefined;
     await assert.rejects(checkpoint);

@@ -1,0 +1,305 @@
+/**
+ * Fakes for the daemon's stages: a driver with the checkpoint API's state machine and injectable faults, a
+ * host with containers, freezers and processes, and a policy and metrics that record what they are told. The
+ * journal, plan store, containers and GPU engine are the real ones.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Deadline } from "../../src/base/deadline.js";
+import { silentLogger } from "../../src/base/log.js";
+import type { StageMetrics } from "../../src/checkpoint/metrics.js";
+import type { CheckpointPolicy } from "../../src/checkpoint/policy.js";
+import type { RestorePlan } from "../../src/checkpoint/restore-plan.js";
+import { Containers } from "../../src/daemon/containers.js";
+import { Journal, type JournalEntry } from "../../src/daemon/journal.js";
+import { PlanStore } from "../../src/daemon/plan-store.js";
+import type { HookRequest } from "../../src/daemon/protocol.js";
+import type {
+  ContainerOnHost,
+  FreezerControl,
+  HostView,
+  StageContext,
+} from "../../src/daemon/stage-context.js";
+import { type CallOptions, callDeadline, type GpuBackend, withinDeadline } from "../../src/gpu/backend.js";
+import { GpuEngine } from "../../src/gpu/engine.js";
+import { type DeviceMap, GpuError, type GpuOp, ProcessState } from "../../src/gpu/types.js";
+
+/**
+ * How one driver call misbehaves: fails (CUDA_ERROR_UNKNOWN), takes `ms`, never answers, or holds the event
+ * loop for `ms` (so it answers although its deadline passed meanwhile).
+ */
+export type Fault =
+  | { kind: "fail"; times?: number }
+  | { kind: "slow"; ms: number }
+  | { kind: "busy"; ms: number }
+  | { kind: "hang" };
+
+/** The driver's checkpoint state machine per pid, as the real one answers. */
+export class FakeDriver implements GpuBackend {
+  readonly kind = "driver" as const;
+  readonly description = "fake driver";
+  readonly states = new Map<number, ProcessState>();
+  readonly faults = new Map<string, Fault>();
+  readonly calls: Array<{ pid: number; op: GpuOp; deviceMap?: DeviceMap }> = [];
+
+  /** `pid` fails (or stalls) at `op`. */
+  fault(pid: number, op: GpuOp, fault: Fault): void {
+    this.faults.set(`${pid}:${op}`, fault);
+  }
+
+  private async act(
+    pid: number,
+    op: GpuOp,
+    opts: CallOptions | undefined,
+    change: () => void,
+    deviceMap?: DeviceMap,
+  ): Promise<void> {
+    this.calls.push({ pid, op, ...(deviceMap ? { deviceMap } : {}) });
+    const deadline = callDeadline(op, opts);
+    const fault = this.faults.get(`${pid}:${op}`);
+    if (fault?.kind === "busy") for (const until = Date.now() + fault.ms; Date.now() < until; );
+    const work = (async () => {
+      if (fault?.kind === "hang") await new Promise(() => undefined);
+      if (fault?.kind === "slow") await new Promise((r) => setTimeout(r, fault.ms));
+      if (fault?.kind === "fail" && (fault.times ?? Number.POSITIVE_INFINITY) > 0) {
+        if (fault.times !== undefined) fault.times--;
+        throw new GpuError({
+          pid,
+          op,
+          code: "CUDA_ERROR_UNKNOWN",
+          result: 999,
+          driverMessage: "unknown error",
+        });
+      }
+      if (!this.states.has(pid))
+        throw new GpuError({
+          pid,
+          op,
+          code: "CUDA_ERROR_NOT_INITIALIZED",
+          result: 3,
+          driverMessage: "initialization error",
+        });
+      change();
+    })();
+    await withinDeadline(pid, op, deadline, work);
+  }
+
+  private move(pid: number, op: GpuOp, from: ProcessState, to: ProcessState): () => void {
+    return () => {
+      if (this.states.get(pid) !== from)
+        throw new GpuError({
+          pid,
+          op,
+          code: "CUDA_ERROR_ILLEGAL_STATE",
+          result: 401,
+          driverMessage: "the operation cannot be performed in the present state",
+        });
+      this.states.set(pid, to);
+    };
+  }
+
+  async getState(pid: number, opts?: CallOptions): Promise<ProcessState> {
+    await this.act(pid, "getState", opts, () => undefined);
+    return this.states.get(pid) as ProcessState;
+  }
+  lock(pid: number, _timeoutMs: number, opts?: CallOptions): Promise<void> {
+    return this.act(pid, "lock", opts, this.move(pid, "lock", ProcessState.RUNNING, ProcessState.LOCKED));
+  }
+  checkpoint(pid: number, opts?: CallOptions): Promise<void> {
+    return this.act(
+      pid,
+      "checkpoint",
+      opts,
+      this.move(pid, "checkpoint", ProcessState.LOCKED, ProcessState.CHECKPOINTED),
+    );
+  }
+  restore(pid: number, deviceMap?: DeviceMap, opts?: CallOptions): Promise<void> {
+    return this.act(
+      pid,
+      "restore",
+      opts,
+      this.move(pid, "restore", ProcessState.CHECKPOINTED, ProcessState.LOCKED),
+      deviceMap,
+    );
+  }
+  unlock(pid: number, opts?: CallOptions): Promise<void> {
+    return this.act(pid, "unlock", opts, this.move(pid, "unlock", ProcessState.LOCKED, ProcessState.RUNNING));
+  }
+  async getRestoreThreadId(pid: number): Promise<number> {
+    return pid;
+  }
+  close(): void {}
+}
+
+export class FakeFreezer implements FreezerControl {
+  readonly dir = "/fake/cgroup";
+  frozen = false;
+  /** Makes the next freeze() throw, as a cgroup that will not freeze does. */
+  failFreeze = false;
+  async isFrozen(): Promise<boolean> {
+    return this.frozen;
+  }
+  async thaw(): Promise<void> {
+    this.frozen = false;
+  }
+  async freeze(): Promise<void> {
+    if (this.failFreeze) throw new Error(`cgroup ${this.dir} did not freeze within 5000 ms`);
+    this.frozen = true;
+  }
+}
+
+/** One container: its init pid, its CUDA pids (on the fake driver) and its freezer. */
+export interface FakeContainer {
+  initPid: number;
+  cudaPids: number[];
+  freezer: FakeFreezer;
+}
+
+export class FakeHost implements HostView {
+  readonly containers = new Map<number, FakeContainer>();
+  /** Processes that exist, with their tracer (0: none). */
+  readonly processes = new Map<number, { startTime: string; tracer: number }>();
+
+  constructor(private readonly driver: FakeDriver) {}
+
+  /** A running GPU container whose processes are RUNNING on the fake driver. */
+  addContainer(initPid: number, cudaPids: number[]): FakeContainer {
+    const c: FakeContainer = { initPid, cudaPids, freezer: new FakeFreezer() };
+    this.containers.set(initPid, c);
+    for (const pid of [initPid, ...cudaPids]) this.processes.set(pid, { startTime: "1", tracer: 0 });
+    for (const pid of cudaPids) this.driver.states.set(pid, ProcessState.RUNNING);
+    return c;
+  }
+
+  async container(initPid: number): Promise<ContainerOnHost> {
+    const c = this.containers.get(initPid);
+    if (!c)
+      throw new Error(`pid ${initPid} not found (no /proc/${initPid}/cgroup): is the container running?`);
+    return {
+      freezer: () => c.freezer,
+      discover: async (mode: "held" | "any", deadline?: Deadline) => {
+        const cuda: Array<{ pid: number; state: ProcessState }> = [];
+        for (const pid of c.cudaPids) {
+          if (!this.processes.has(pid)) continue;
+          const state = await this.driver.getState(pid, deadline ? { deadline } : {});
+          // A CHECKPOINTED process holds no NVIDIA device: "held" does not see it.
+          if (mode === "any" || state !== ProcessState.CHECKPOINTED) cuda.push({ pid, state });
+        }
+        return { candidates: [initPid, ...c.cudaPids], cuda, skipped: [] };
+      },
+      memory: async () => undefined,
+    };
+  }
+  async identify(pid: number) {
+    const p = this.processes.get(pid);
+    return p ? { pid, startTime: p.startTime } : undefined;
+  }
+  async isSameProcess(identity: { pid: number; startTime: string }): Promise<boolean> {
+    return this.processes.get(identity.pid)?.startTime === identity.startTime;
+  }
+  async tracerOf(pid: number): Promise<number | undefined> {
+    return this.processes.get(pid)?.tracer;
+  }
+  async livingPids(pids: readonly number[]): Promise<number[]> {
+    return pids.filter((pid) => this.processes.has(pid));
+  }
+}
+
+export class RecordingMetrics implements StageMetrics {
+  readonly results: string[] = [];
+  readonly repairs: string[] = [];
+  phase(): void {}
+  result(kind: "checkpoint" | "restore", outcome: string): void {
+    this.results.push(`${kind}:${outcome}`);
+  }
+  record(): void {}
+  repaired(reason: string, count: number): void {
+    this.repairs.push(`${reason}:${count}`);
+  }
+}
+
+export class FakePolicy implements CheckpointPolicy {
+  refuse?: string;
+  plan?: RestorePlan;
+  failRecord = false;
+  async admit() {
+    const snapshot = { inventory: { gpus: [] }, apps: [] };
+    return this.refuse
+      ? { verdict: { ok: false as const, error: this.refuse }, snapshot }
+      : { verdict: { ok: true as const }, snapshot };
+  }
+  async recordCheckpoint(): Promise<void> {
+    if (this.failRecord) throw new Error("metadata writer broke");
+  }
+  async planRestore(): Promise<RestorePlan> {
+    return this.plan ?? { ok: true, deviceMap: [], reason: "same GPUs" };
+  }
+}
+
+export interface Rig {
+  ctx: StageContext;
+  driver: FakeDriver;
+  host: FakeHost;
+  policy: FakePolicy;
+  metrics: RecordingMetrics;
+  stateDir: string;
+  /** The journal's entries on disk. */
+  journalEntries(): JournalEntry[];
+  cleanup(): void;
+}
+
+/** A stage context over fakes, with a real journal and plan store in a temporary directory. */
+export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise<Rig> {
+  const stateDir = mkdtempSync(join(tmpdir(), "kyb-stages-"));
+  const driver = new FakeDriver();
+  const host = new FakeHost(driver);
+  const policy = new FakePolicy();
+  const metrics = new RecordingMetrics();
+  const journal = new Journal(join(stateDir, "journal"));
+  await journal.open();
+  const ctx: StageContext = {
+    log: silentLogger,
+    journal,
+    containers: new Containers(),
+    plans: new PlanStore(join(stateDir, "plans")),
+    policy,
+    metrics,
+    engine: new GpuEngine({ backend: driver, measureVram: false, lockTimeoutMs: 1000, rollbackMs: 2000 }),
+    host,
+    timing: { gpuBudgetMs: 2000, frozenGraceMs: 200, pollMs: 5, retryBackoffMs: 1, ...timing },
+  };
+  return {
+    ctx,
+    driver,
+    host,
+    policy,
+    metrics,
+    stateDir,
+    journalEntries: () =>
+      readdirSync(join(stateDir, "journal"))
+        .filter((n) => n.endsWith(".json"))
+        .map((n) => JSON.parse(readFileSync(join(stateDir, "journal", n), "utf8")) as JournalEntry),
+    cleanup: () => rmSync(stateDir, { recursive: true, force: true }),
+  };
+}
+
+/** A hook request as the hook sends it for `action`. */
+export function hookRequest(
+  action: HookRequest["action"],
+  initPid: number,
+  extra: Partial<HookRequest> = {},
+): HookRequest {
+  return {
+    kind: "hook",
+    action,
+    containerId: "c0ffee",
+    initPid: action === "pre-restore" ? 0 : initPid,
+    criuPid: 9000,
+    deadlineMs: 60_000,
+    ...extra,
+  };
+}
+
+export const states = (driver: FakeDriver, pids: number[]): ProcessState[] =>
+  pids.map((pid) => driver.states.get(pid) as ProcessState);
