@@ -33,7 +33,7 @@ export function tomlKeys(text: string): Map<string, string> {
   return keys;
 }
 
-/** Whether this containerd needs the restore-via-create switch: 2.2.7+ in 2.2, 2.3.4+ in 2.3 (FACTS §1). */
+/** Whether this containerd needs the restore-via-create switch: 2.2.7+ in 2.2, 2.3.4+ in 2.3 (their release notes; 2.4 removes restore through CreateContainer). */
 export function needsRestoreSwitch(version: string): boolean {
   if (atLeast(version, "2.3.0")) return atLeast(version, "2.3.4");
   if (atLeast(version, "2.2.0")) return atLeast(version, "2.2.7");

@@ -8,7 +8,7 @@ import { kernelConfigText } from "../host/kernel.js";
 import { driverVersionFile, readDriverVersionFile } from "../host/nvidia.js";
 import { describeExecError, NvidiaSmiProbe } from "../host/nvidia-smi.js";
 import { checkContainerdConfig } from "./containerd-config.js";
-import { atLeast, parseVersion } from "./versions.js";
+import { atLeast, containerdVersion, parseVersion } from "./versions.js";
 
 const run = promisify(execFile);
 
@@ -184,7 +184,7 @@ async function containerdChecks(o: DoctorOptions): Promise<CheckResult[]> {
   let version: string | undefined;
   const results: CheckResult[] = [];
   try {
-    version = /\s(?:v)?(\d+\.\d+\.\d+)/.exec(await output(o.containerd, ["--version"]))?.[1];
+    version = await containerdVersion(o.containerd);
     const ok = !!version && atLeast(version, "2.1") && !atLeast(version, "2.4");
     results.push(check("containerd 2.1–2.3", ok, `containerd ${version ?? "?"}`, fix));
   } catch (error) {

@@ -37,7 +37,7 @@ const RUNTIME_ENV = new Set(["HOSTNAME"]);
 /** containerd's own mounts of every container (/etc/hosts, …) are recreated, not replayed. */
 const RUNTIME_MOUNT = /^\/(etc\/(hostname|hosts|resolv\.conf)|dev\/(shm|termination-log))$/;
 
-// containerd writes these next to the CRIU images (FACTS §1); the rest of the archive is left unread.
+// containerd writes these next to the CRIU images (checkpoint/) in every CRI archive; the rest is left unread.
 const METADATA = ["config.dump", "spec.dump", "status.dump"] as const;
 type MetadataFile = (typeof METADATA)[number];
 /** They are a few KiB; a bigger one means this is not what we think it is. */

@@ -14,14 +14,11 @@ import { type Logger, silentLogger } from "../base/log.js";
 import { protoDir } from "../base/paths.js";
 import { CriError } from "./errors.js";
 import type {
-  AuthConfig,
   Container,
   ContainerFilter,
   ContainerStatusResponse,
   CriRpcName,
   CriRpcs,
-  ExecSyncResponse,
-  Image,
   In,
   PodSandbox,
   PodSandboxConfig,
@@ -34,16 +31,13 @@ import type {
 export const DEFAULT_CRI_SOCKET = "/run/containerd/containerd.sock";
 /** Deadline for quick calls (status, list, create, start, remove). */
 export const DEFAULT_TIMEOUT_MS = 30_000;
-/** Pulls move whole images; kubelet gives them no deadline at all. */
-export const DEFAULT_PULL_TIMEOUT_MS = 10 * 60_000;
 /** Added to a timeout the runtime enforces itself, so the runtime's own error reaches us first. */
-const RUNTIME_TIMEOUT_MARGIN_MS = 10_000;
+export const RUNTIME_TIMEOUT_MARGIN_MS = 10_000;
 const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
 
 export interface CriClientOptions {
   /** Deadline for calls without a timeout of their own (ms). */
   timeoutMs?: number;
-  pullTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -98,12 +92,6 @@ export interface ContainerSpec {
   privileged?: boolean;
 }
 
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  exitCode: number;
-}
-
 type Unary = (
   req: unknown,
   meta: Metadata,
@@ -120,13 +108,11 @@ export class CriClient {
   private readonly runtime: Client;
   private readonly image: Client;
   private readonly timeoutMs: number;
-  private readonly pullTimeoutMs: number;
   private readonly log: Logger;
 
   constructor(socket: string = DEFAULT_CRI_SOCKET, options: CriClientOptions = {}) {
     this.address = criAddress(socket);
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.pullTimeoutMs = options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
     this.log = (options.logger ?? silentLogger).child({ component: "cri", socket: this.address });
     const v1 = criPackage();
     const channelOptions = {
@@ -201,7 +187,7 @@ export class CriClient {
 
   /**
    * A pod in the node's network namespace (kubelet's hostNetwork): no CNI needed. Sets no hostname,
-   * because a host-network sandbox with one fails in some runtimes (FACTS §4).
+   * because a host-network sandbox with one fails in some runtimes (seen with containerd 2.1 in a VM).
    */
   async runHostNetworkPod(name: string, namespace: string, options: PodOptions = {}): Promise<RunningPod> {
     const config: In<PodSandboxConfig> = {
@@ -288,7 +274,7 @@ export class CriClient {
 
   /**
    * Restore through CRI: CreateContainer whose image is the checkpoint archive's path (containerd
-   * 2.1–2.3; FACTS §1). containerd takes the processes, base image and annotations from the archive, but
+   * 2.1–2.3; 2.2.7+/2.3.4+ only with enable_experimental_restore_via_create). containerd takes the processes, base image and annotations from the archive, but
    * mounts, devices and environment from THIS request (as the kubelet does from the pod spec), so pass the
    * original container's. Only creates: the following StartContainer is what runs `runc restore`.
    */
@@ -312,12 +298,6 @@ export class CriClient {
     await this.rpc("StartContainer", { containerId }, opts);
   }
 
-  /** Stops with SIGTERM, then SIGKILL after `timeoutS` seconds (the runtime's clock). */
-  async stopContainer(containerId: string, timeoutS = 10, opts?: CallOptions): Promise<void> {
-    const timeoutMs = opts?.timeoutMs ?? timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS;
-    await this.rpc("StopContainer", { containerId, timeout: timeoutS }, { timeoutMs });
-  }
-
   async removeContainer(containerId: string, opts?: CallOptions): Promise<void> {
     await this.rpc("RemoveContainer", { containerId }, opts);
   }
@@ -334,24 +314,10 @@ export class CriClient {
     return this.rpc("ContainerStatus", { containerId, verbose }, opts);
   }
 
-  /** ExecSync; stdout/stderr decoded as UTF-8. A non-zero exit code is a result, not an error. */
-  async exec(containerId: string, cmd: string[], timeoutS = 10): Promise<ExecResult> {
-    const res: ExecSyncResponse = await this.rpc(
-      "ExecSync",
-      { containerId, cmd, timeout: timeoutS },
-      { timeoutMs: timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS },
-    );
-    return {
-      stdout: res.stdout.toString("utf8"),
-      stderr: res.stderr.toString("utf8"),
-      exitCode: res.exitCode,
-    };
-  }
-
   /**
    * CheckpointContainer to a tar at `location` (absolute path on the node). `timeoutS` is sent to the runtime
    * and, plus a margin, is the client's deadline: containerd 2.1.9 ignores the field, and a client that gives
-   * up early can leave the container paused (FACTS §1), so pass what the checkpoint really needs.
+   * up early can leave the task paused in containerd (its deferred resume runs with the expired context), so pass what the checkpoint really needs.
    */
   async checkpoint(containerId: string, location: string, timeoutS: number): Promise<void> {
     if (!isAbsolute(location)) {
@@ -365,38 +331,10 @@ export class CriClient {
       { timeoutMs: timeoutS * 1000 + RUNTIME_TIMEOUT_MARGIN_MS },
     );
   }
-
-  // ---- images ----
-
-  /** PullImage; returns the image reference (digest) the runtime resolved. */
-  async pullImage(
-    image: string,
-    options: { auth?: In<AuthConfig>; podConfig?: In<PodSandboxConfig> } = {},
-    opts?: CallOptions,
-  ): Promise<string> {
-    const res = await this.rpc(
-      "PullImage",
-      { image: { image }, auth: options.auth, sandboxConfig: options.podConfig },
-      { timeoutMs: opts?.timeoutMs ?? this.pullTimeoutMs },
-    );
-    return res.imageRef;
-  }
-
-  /** The image, or null when the runtime does not have it. */
-  async imageStatus(image: string, opts?: CallOptions): Promise<Image | null> {
-    return (await this.rpc("ImageStatus", { image: { image } }, opts)).image;
-  }
-
-  async listImages(opts?: CallOptions): Promise<Image[]> {
-    return (await this.rpc("ListImages", {}, opts)).images;
-  }
-
-  async removeImage(image: string, opts?: CallOptions): Promise<void> {
-    await this.rpc("RemoveImage", { image: { image } }, opts);
-  }
 }
 
-const RPC_SERVICE: { [N in CriRpcName]: CriRpcs[N]["service"] } = {
+/** Which CRI service serves each call the client makes (checked against proto/cri/api.proto by a test). */
+export const RPC_SERVICE: { [N in CriRpcName]: CriRpcs[N]["service"] } = {
   Version: "RuntimeService",
   RunPodSandbox: "RuntimeService",
   StopPodSandbox: "RuntimeService",
@@ -405,16 +343,13 @@ const RPC_SERVICE: { [N in CriRpcName]: CriRpcs[N]["service"] } = {
   ListPodSandbox: "RuntimeService",
   CreateContainer: "RuntimeService",
   StartContainer: "RuntimeService",
-  StopContainer: "RuntimeService",
   RemoveContainer: "RuntimeService",
   ListContainers: "RuntimeService",
   ContainerStatus: "RuntimeService",
   ExecSync: "RuntimeService",
   CheckpointContainer: "RuntimeService",
-  ListImages: "ImageService",
   ImageStatus: "ImageService",
   PullImage: "ImageService",
-  RemoveImage: "ImageService",
 };
 
 /** "unix:///abs/path" from a bare path or an address that already has the scheme. */

@@ -32,7 +32,7 @@ function hint(call: string, code: number, address: string, deadlineMs: number): 
     case status.DEADLINE_EXCEEDED: {
       const s = `${Math.round(deadlineMs / 100) / 10} s`;
       if (call === "CheckpointContainer") {
-        // FACTS §1: containerd's deferred resume runs with the cancelled context when the client gives up.
+        // containerd's deferred resume runs with the cancelled context when the client gives up.
         return ` (gave up after ${s}: containerd may leave the container paused; give the checkpoint more time)`;
       }
       return ` (gave up after ${s}; pass a longer timeout)`;

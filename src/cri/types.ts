@@ -267,10 +267,6 @@ export interface CreateContainerResponse {
 export interface ContainerIdRequest {
   containerId: string;
 }
-export interface StopContainerRequest {
-  containerId: string;
-  timeout: Int64;
-}
 export interface ContainerFilter {
   id: string;
   state: { state: ContainerState } | null;
@@ -348,12 +344,6 @@ export interface Image {
   spec: ImageSpec | null;
   pinned: boolean;
 }
-export interface ListImagesRequest {
-  filter: { image: ImageSpec | null } | null;
-}
-export interface ListImagesResponse {
-  images: Image[];
-}
 export interface ImageStatusRequest {
   image: ImageSpec | null;
   verbose: boolean;
@@ -379,10 +369,6 @@ export interface PullImageRequest {
 export interface PullImageResponse {
   imageRef: string;
 }
-export interface RemoveImageRequest {
-  image: ImageSpec | null;
-}
-
 // biome-ignore lint/complexity/noBannedTypes: the runtime's empty replies carry no fields.
 export type Empty = {};
 
@@ -400,15 +386,12 @@ export interface CriRpcs {
   ListPodSandbox: { service: "RuntimeService"; req: ListPodSandboxRequest; res: ListPodSandboxResponse };
   CreateContainer: { service: "RuntimeService"; req: CreateContainerRequest; res: CreateContainerResponse };
   StartContainer: { service: "RuntimeService"; req: ContainerIdRequest; res: Empty };
-  StopContainer: { service: "RuntimeService"; req: StopContainerRequest; res: Empty };
   RemoveContainer: { service: "RuntimeService"; req: ContainerIdRequest; res: Empty };
   ListContainers: { service: "RuntimeService"; req: ListContainersRequest; res: ListContainersResponse };
   ContainerStatus: { service: "RuntimeService"; req: ContainerStatusRequest; res: ContainerStatusResponse };
   ExecSync: { service: "RuntimeService"; req: ExecSyncRequest; res: ExecSyncResponse };
   CheckpointContainer: { service: "RuntimeService"; req: CheckpointContainerRequest; res: Empty };
-  ListImages: { service: "ImageService"; req: ListImagesRequest; res: ListImagesResponse };
   ImageStatus: { service: "ImageService"; req: ImageStatusRequest; res: ImageStatusResponse };
   PullImage: { service: "ImageService"; req: PullImageRequest; res: PullImageResponse };
-  RemoveImage: { service: "ImageService"; req: RemoveImageRequest; res: Empty };
 }
 export type CriRpcName = keyof CriRpcs;

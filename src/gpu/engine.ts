@@ -1,5 +1,5 @@
-import type { Logger } from "pino";
 import { Deadline } from "../base/deadline.js";
+import type { Logger } from "../base/log.js";
 import { silentLogger } from "../base/log.js";
 import { residentBytes } from "../host/proc.js";
 import type { CallOptions, GpuBackend } from "./backend.js";

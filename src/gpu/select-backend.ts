@@ -1,4 +1,4 @@
-import type { Logger } from "pino";
+import type { Logger } from "../base/log.js";
 import type { GpuBackend } from "./backend.js";
 import { BinaryBackend } from "./binary-backend.js";
 import { DriverBackend } from "./driver-backend.js";

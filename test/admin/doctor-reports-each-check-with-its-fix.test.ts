@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { doctorFailed, formatReport, runDoctor } from "../../src/admin/doctor.js";
 
 const dir = mkdtempSync("/tmp/kyb-doctor-");
+after(() => rmSync(dir, { recursive: true, force: true }));
 const script = (name: string, body: string): string => {
   const path = join(dir, name);
   writeFileSync(path, `#!/bin/sh\n${body}\n`, { mode: 0o755 });

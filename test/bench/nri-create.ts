@@ -6,10 +6,10 @@
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { pino } from "pino";
-import { CriClient } from "../../src/cri/client.js";
 import { NriStub } from "../../src/nri/stub.js";
 import { FakeRuntime } from "../nri/fake-runtime.js";
 import { container, kybernateFor, pod } from "../nri/fixtures.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode } from "../support/testnode.js";
 
 const requests = Number(process.argv[2] ?? 2000);
@@ -106,7 +106,7 @@ async function handlerBench(): Promise<void> {
 
 async function criBench(): Promise<void> {
   const node = loadTestNode();
-  const cri = new CriClient(node.criSocket);
+  const cri = new TestCriClient(node.criSocket);
   const suffix = randomBytes(3).toString("hex");
   const plugin = kybernateFor(`${SELECT_KEY}=${suffix}`, log);
   await cri.pullImage(node.image);

@@ -1,15 +1,15 @@
 // The CRI helpers must put on the wire what kubelet would send for the same pod and container.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { CriClient } from "../../src/cri/client.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { type FakeRuntime, startFakeRuntime } from "./fake-runtime.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: requests are inspected as decoded JSON-ish trees.
 type Any = any;
 
-describe("CriClient helpers on the wire", () => {
+describe("TestCriClient helpers on the wire", () => {
   let rt: FakeRuntime;
-  let cri: CriClient;
+  let cri: TestCriClient;
   before(async () => {
     rt = await startFakeRuntime({
       Version: { version: "0.1.0", runtimeName: "fake", runtimeVersion: "v9", runtimeApiVersion: "v1" },
@@ -33,7 +33,7 @@ describe("CriClient helpers on the wire", () => {
         ],
       },
     });
-    cri = new CriClient(rt.socket);
+    cri = new TestCriClient(rt.socket);
   });
   after(async () => {
     cri.close();

@@ -13,12 +13,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
 import { initPidOf } from "../../src/cli/resolve.js";
-import { CriClient, type DeviceSpec, type MountSpec } from "../../src/cri/client.js";
+import type { DeviceSpec, MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { openBackend } from "../../src/gpu/select-backend.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode } from "../support/testnode.js";
 
 const { values: opt } = parseArgs({
@@ -49,7 +50,7 @@ if (!["cuda", "torch", "double"].includes(workload))
 const sizes = opt.gib.split(",").filter(Boolean).map(Number);
 const floorSizes = new Set(opt.floor.split(",").filter(Boolean).map(Number));
 const node = loadTestNode();
-const cri = new CriClient(node.criSocket);
+const cri = new TestCriClient(node.criSocket);
 const scratch = opt.scratch;
 rmSync(scratch, { recursive: true, force: true });
 mkdirSync(scratch, { recursive: true });

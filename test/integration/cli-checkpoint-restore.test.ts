@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { packageRoot } from "../../src/base/paths.js";
-import { CriClient } from "../../src/cri/client.js";
 import { cleanupScratch, fakeTool } from "../gpu/double/harness.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 
 interface Run {
@@ -37,7 +37,7 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
   const name = `cli-counter-${suffix}`;
   const pods = new Set<string>();
   let node: TestNode;
-  let cri: CriClient;
+  let cri: TestCriClient;
   let dir: string;
   let archive: string;
   let common: string[];
@@ -50,7 +50,7 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
 
   before(async () => {
     node = loadTestNode();
-    cri = new CriClient(node.criSocket);
+    cri = new TestCriClient(node.criSocket);
     dir = mkdtempSync(join(tmpdir(), `kybernate-cli-it-${suffix}-`));
     archive = join(dir, "counter.tar");
     // No daemon on this socket: the commands must cope and say so.

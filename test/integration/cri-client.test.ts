@@ -8,7 +8,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { list } from "tar";
 import { packageRoot } from "../../src/base/paths.js";
-import { CriClient, type RunningPod } from "../../src/cri/client.js";
+import type { RunningPod } from "../../src/cri/client.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 
 interface TestNodeEnv {
   criSocket: string;
@@ -32,7 +33,7 @@ describe("CRI client on the test node", { timeout: 300_000 }, () => {
   const suffix = randomBytes(3).toString("hex");
   const pods: string[] = [];
   let env: TestNodeEnv;
-  let cri: CriClient;
+  let cri: TestCriClient;
   let workDir: string;
   let pod: RunningPod;
   let containerId: string;
@@ -40,7 +41,7 @@ describe("CRI client on the test node", { timeout: 300_000 }, () => {
 
   before(() => {
     env = loadEnv();
-    cri = new CriClient(env.criSocket);
+    cri = new TestCriClient(env.criSocket);
     // containerd runs in this mount namespace, so it writes and later reads the archive at this very path.
     workDir = mkdtempSync(join(tmpdir(), `kybernate-cri-client-${suffix}-`));
     archive = join(workDir, "checkpoint.tar");

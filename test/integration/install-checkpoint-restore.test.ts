@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
-import { CriClient, type MountSpec } from "../../src/cri/client.js";
+import type { MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
 import { buildDouble } from "../gpu/double/harness.js";
 import {
@@ -24,6 +24,7 @@ import {
   workloadStatuses,
 } from "../support/gpu-double-container.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode, type TestNode } from "../support/testnode.js";
 
 const run = promisify(execFile);
@@ -31,7 +32,7 @@ const UUID_A = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
 const UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
 
 let node: TestNode;
-let cri: CriClient;
+let cri: TestCriClient;
 let scratch: string;
 let host: string;
 let prefix: string;
@@ -141,7 +142,7 @@ let containerId: string;
 
 before(async () => {
   node = loadTestNode();
-  cri = new CriClient(node.criSocket);
+  cri = new TestCriClient(node.criSocket);
   scratch = mkdtempSync("/tmp/kyb-install-e2e-");
   host = join(scratch, "host");
   prefix = join(host, "opt", "kybernate");

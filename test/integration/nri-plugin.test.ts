@@ -8,11 +8,12 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { version } from "../../src/base/version.js";
-import { CriClient, type RunningPod } from "../../src/cri/client.js";
+import type { RunningPod } from "../../src/cri/client.js";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import { NriStub } from "../../src/nri/stub.js";
 import { CRIU_CONFIG_ANNOTATION, VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
 import { captureLog, kybernateFor, within } from "../nri/fixtures.js";
+import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode, restartContainerd, type TestNode } from "../support/testnode.js";
 
 const SELECT_KEY = "kybernate.io/it";
@@ -25,7 +26,7 @@ describe("NRI plugin on the containerd test node", { timeout: 60_000 }, () => {
   const suffix = randomBytes(3).toString("hex");
   const capture = captureLog();
   let node: TestNode;
-  let cri: CriClient;
+  let cri: TestCriClient;
   let plugin: ReturnType<typeof kybernateFor>;
   let stub: NriStub;
   let pod: RunningPod;
@@ -58,7 +59,7 @@ describe("NRI plugin on the containerd test node", { timeout: 60_000 }, () => {
 
   before(async () => {
     node = loadTestNode();
-    cri = new CriClient(node.criSocket);
+    cri = new TestCriClient(node.criSocket);
     await cri.pullImage(node.image);
     plugin = kybernateFor(`${SELECT_KEY}=${suffix}`, capture.log);
     stub = new NriStub(plugin.handlers, {

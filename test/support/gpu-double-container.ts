@@ -4,8 +4,9 @@
  */
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { CriClient, MountSpec } from "../../src/cri/client.js";
+import type { MountSpec } from "../../src/cri/client.js";
 import type { WorkloadStatus } from "../gpu/double/harness.js";
+import type { TestCriClient } from "./test-cri-client.js";
 
 export type { WorkloadStatus };
 
@@ -25,7 +26,7 @@ export function gpuDoubleMounts(doubleDir: string, nvidiactl: string, extra: Mou
 }
 
 /** The status of every double process in the container; none while the container cannot run an exec. */
-export async function workloadStatuses(cri: CriClient, containerId: string): Promise<WorkloadStatus[]> {
+export async function workloadStatuses(cri: TestCriClient, containerId: string): Promise<WorkloadStatus[]> {
   const { stdout, exitCode } = await cri.exec(
     containerId,
     ["sh", "-c", `for f in ${CONTAINER_FAKE_CUDA_DIR}/*.json; do [ -f "$f" ] && cat "$f" && echo; done`],
@@ -43,7 +44,7 @@ export async function workloadStatuses(cri: CriClient, containerId: string): Pro
  * shows the last statuses and the tail of kybernate's log, which usually says why.
  */
 export async function waitForWorkload(
-  cri: CriClient,
+  cri: TestCriClient,
   containerId: string,
   ok: (all: WorkloadStatus[]) => boolean,
   options: { timeoutMs?: number; what?: string; kybernateLogs?: () => Array<Record<string, unknown>> } = {},

@@ -101,7 +101,7 @@ async function explainFailure(
 ): Promise<string> {
   if (!(err instanceof CriError)) return (err as Error).message;
   if (err.code === status.DEADLINE_EXCEEDED) {
-    // FACTS §1: containerd 2.1 resumes the container with the caller's cancelled context, so it may stay paused.
+    // containerd's deferred resume runs with the caller's expired context, so the task may stay paused.
     return (
       `the checkpoint of ${c.name} did not finish within --timeout ${c.timeoutS} s: raise --timeout. ` +
       `containerd may have left the container paused: check with \`ctr -n k8s.io tasks ls\` and resume it ` +

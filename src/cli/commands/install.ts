@@ -1,9 +1,8 @@
-import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { promisify } from "node:util";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { checkContainerdConfig } from "../../admin/containerd-config.js";
 import { install } from "../../admin/install.js";
+import { containerdVersion } from "../../admin/versions.js";
 import { packageRoot } from "../../base/paths.js";
 import { version } from "../../base/version.js";
 import { exitWithError } from "../cli-error.js";
@@ -18,15 +17,6 @@ interface InstallArgs {
 }
 
 export const DEFAULT_RUN_ARGS = ["--metrics-port", "9464", "--metrics-host", "127.0.0.1"];
-
-async function containerdVersion(binary: string): Promise<string | undefined> {
-  try {
-    const { stdout } = await promisify(execFile)(binary, ["--version"], { timeout: 10_000 });
-    return /\s(?:v)?(\d+\.\d+\.\d+)/.exec(stdout)?.[1];
-  } catch {
-    return undefined;
-  }
-}
 
 export const installCommand: CommandModule<object, InstallArgs> = {
   command: "install",
@@ -67,7 +57,7 @@ export const installCommand: CommandModule<object, InstallArgs> = {
         `installed kybernate ${version} in ${manifest.prefix}: ${manifest.files.length} files (manifest ${manifest.prefix}/install-manifest.json)\n`,
       );
       for (const note of report.notes) process.stdout.write(`${note}\n`);
-      const cdVersion = await containerdVersion(args.containerd);
+      const cdVersion = await containerdVersion(args.containerd).catch(() => undefined);
       if (!existsSync(args.containerdConfig)) {
         process.stdout.write(
           `containerd config ${args.containerdConfig} not found: check NRI is enabled there (kybernate doctor --containerd-config PATH)\n`,
