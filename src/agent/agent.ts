@@ -6,6 +6,7 @@ import { fixedEstimator } from "../checkpoint/admission.js";
 import { gpuRequestOf } from "../checkpoint/gpu-request.js";
 import { KybernateMetrics, startMetricsServer } from "../checkpoint/metrics.js";
 import { NodePolicy } from "../checkpoint/policy.js";
+import { ContainerdTasks, DEFAULT_CONTAINERD_SOCKET } from "../containerd/tasks.js";
 import { Containers } from "../daemon/containers.js";
 import { Coordinator } from "../daemon/coordinator.js";
 import { hostView } from "../daemon/host-view.js";
@@ -23,6 +24,8 @@ import type { Selector } from "../plugin/selector.js";
 
 export interface AgentOptions {
   nriSocket: string;
+  /** containerd's gRPC socket: its Tasks API resumes a task whose resume containerd lost. */
+  containerdSocket?: string;
   pluginIndex: string;
   daemonSocket: string;
   stateDir: string;
@@ -77,6 +80,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   });
   log.info({ backend: backend.description }, "GPU backend");
   const containers = new Containers();
+  const tasks = new ContainerdTasks(options.containerdSocket ?? DEFAULT_CONTAINERD_SOCKET);
   const plans = new PlanStore(join(options.stateDir, "restore-plans"));
   const metrics = new KybernateMetrics();
   const policyOptions = options.policy ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
@@ -107,6 +111,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       rollbackMs: options.gpuBudgetMs,
     }),
     host: hostView(backend),
+    runtime: tasks,
     timing: {
       gpuBudgetMs: options.gpuBudgetMs,
       frozenGraceMs: options.frozenGraceMs,
@@ -167,6 +172,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       await coordinator.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       backend.close();
+      tasks.close();
     },
   };
 }

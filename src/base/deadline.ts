@@ -65,6 +65,11 @@ export class Deadline {
     return new Deadline(Number.POSITIVE_INFINITY, { ...options, ms: Number.POSITIVE_INFINITY });
   }
 
+  /** The span it was made with (`after(ms)`), or from its making to its time (`at`). */
+  get budgetMs(): number {
+    return this.options.ms;
+  }
+
   /** Milliseconds left (0 once passed; Infinity for never). */
   remaining(now = Date.now()): number {
     return Math.max(0, this.at - now);

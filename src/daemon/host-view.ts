@@ -1,7 +1,8 @@
+import { access, realpath } from "node:fs/promises";
 import type { GpuBackend } from "../gpu/backend.js";
 import { discoverCudaProcesses } from "../gpu/discovery.js";
 import { ProcessCgroups } from "../host/cgroup.js";
-import { identify, isSameProcess, livingPids, tracerOf } from "../host/proc.js";
+import { identify, isSameProcess, livingPids, parentOf, readCmdline, tracerOf } from "../host/proc.js";
 import type { HostView } from "./stage-context.js";
 
 /** The real host: /proc, the container's cgroups (read once per stage) and the driver through `backend`. */
@@ -20,5 +21,13 @@ export function hostView(backend: GpuBackend): HostView {
     isSameProcess: (identity) => isSameProcess(identity),
     tracerOf: (pid) => tracerOf(pid),
     livingPids: (pids) => livingPids(pids),
+    parentOf: (pid) => parentOf(pid),
+    commandLine: (pid) => readCmdline(pid),
+    realPath: (path) => realpath(path).catch(() => undefined),
+    exists: (path) =>
+      access(path).then(
+        () => true,
+        () => false,
+      ),
   };
 }

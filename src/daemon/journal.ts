@@ -1,5 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { TaskRef } from "../containerd/tasks.js";
 import type { DeviceMap } from "../gpu/types.js";
 
 /** One GPU state change in flight, on disk before the driver is touched. */
@@ -13,6 +14,10 @@ export interface JournalEntry {
   initPid: number;
   /** A restore's UUID device map: recovery must put the processes on the same GPUs the restore chose. */
   deviceMap?: DeviceMap;
+  /** The container's task in containerd, to resume it there when containerd's own resume was lost. */
+  task?: TaskRef;
+  /** When kybernate resumed the task itself (containerd had lost its resume), for the record. */
+  resumedTaskAt?: string;
   startedAt: string;
 }
 

@@ -1,11 +1,11 @@
 import { randomUUID } from "node:crypto";
-import type { Deadline } from "../base/deadline.js";
+import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import type { FreezeContext } from "../checkpoint/policy.js";
 import type { OperationRecord } from "../gpu/engine.js";
 import { ProcessState } from "../gpu/types.js";
-import type { ProcessIdentity } from "../host/proc.js";
 import { undoCheckpoint } from "./bring-back.js";
+import { CheckpointCaller } from "./checkpoint-caller.js";
 import type { JournalEntry } from "./journal.js";
 import type { DaemonReply, HookRequest } from "./protocol.js";
 import { describeFailure, fail, stageLog } from "./report.js";
@@ -15,8 +15,8 @@ import type { ContainerOnHost, FreezerControl, StageContext } from "./stage-cont
 export interface Watch {
   entry: JournalEntry;
   freezer?: FreezerControl;
-  /** The CRIU process of a checkpoint; absent for a repair after a restart. */
-  criu?: ProcessIdentity;
+  /** Who runs the checkpoint (CRIU, runc); absent for a repair after a restart. */
+  caller?: CheckpointCaller;
 }
 
 export interface PreDumpResult {
@@ -32,11 +32,16 @@ type Moved =
   | { kind: "failed"; reply: DaemonReply; stranded?: JournalEntry }
   | { kind: "moved"; entry: JournalEntry; record: OperationRecord };
 
+/** How often the GPU stage checks that containerd still wants the checkpoint (runc alive). */
+const CALLER_POLL_MS = 50;
+
 /**
  * containerd has frozen the container. The driver cannot lock frozen threads, so: thaw, move VRAM to host
  * memory, freeze again (containerd's `runc resume` fails on a container that is not paused), and leave a
  * watch for the resume that no CRIU action reports. Every failure after the driver was touched ends with the
- * processes back on the GPU, or with a watch that will bring them back.
+ * processes back on the GPU, or with a watch that will bring them back. When containerd paused the container,
+ * a watch is left whatever happened: if the caller's deadline cut the checkpoint, containerd's own resume is
+ * lost and the watcher resumes the task through containerd.
  */
 export async function preDump(
   ctx: StageContext,
@@ -47,11 +52,11 @@ export async function preDump(
   const log = stageLog(ctx, request.containerId, "pre-dump");
   let container: ContainerOnHost;
   let freezer: FreezerControl;
-  let criu: ProcessIdentity | undefined;
+  let caller: CheckpointCaller;
   try {
     container = await ctx.host.container(request.initPid);
     freezer = container.freezer();
-    criu = await ctx.host.identify(request.criuPid);
+    caller = await CheckpointCaller.find(ctx.host, request);
   } catch (error) {
     return { reply: fail(ctx, request, `cannot find the container's cgroup: ${(error as Error).message}`) };
   }
@@ -60,8 +65,28 @@ export async function preDump(
   if (wasFrozen) await freezer.thaw();
   ctx.metrics.phase("thaw_cgroup", performance.now() - thawStarted);
 
-  const moved = await moveToHost(ctx, request, container, deadline, { log, started });
-  const watch = (entry: JournalEntry): Watch => ({ entry, freezer, ...(criu ? { criu } : {}) });
+  // The stage ends at its budget, or as soon as containerd abandons the checkpoint.
+  const stage = Deadline.at(deadline.at, {
+    parent: AbortSignal.any([deadline.signal, caller.signal]),
+    what: `the GPU stage of the pre-dump of ${request.containerId}`,
+  });
+  caller.watch(CALLER_POLL_MS);
+  let moved: Moved;
+  try {
+    moved = await moveToHost(ctx, request, container, stage, {
+      log,
+      started,
+      caller,
+      budgetMs: deadline.budgetMs,
+    });
+  } finally {
+    caller.stop();
+    stage.dispose();
+  }
+  const watch = (entry: JournalEntry): Watch => ({ entry, freezer, caller });
+  // containerd paused the container and will resume it, unless its caller's deadline cuts the checkpoint.
+  const containerdResumes = async (): Promise<Watch | undefined> =>
+    wasFrozen ? watch(await watching(ctx, entryFor(request, [], caller))) : undefined;
   if (wasFrozen) {
     const refreezeStarted = performance.now();
     try {
@@ -76,11 +101,11 @@ export async function preDump(
       return stranded ? { reply, watch: watch(await watching(ctx, stranded)) } : { reply };
     }
   }
-  if (moved.kind === "untouched") return { reply: moved.reply };
-  if (moved.kind === "failed")
-    return moved.stranded
-      ? { reply: moved.reply, watch: watch(await watching(ctx, moved.stranded)) }
-      : { reply: moved.reply };
+  if (moved.kind !== "moved") {
+    const stranded = moved.kind === "failed" ? moved.stranded : undefined;
+    const next = stranded ? watch(await watching(ctx, stranded)) : await containerdResumes();
+    return next ? { reply: moved.reply, watch: next } : { reply: moved.reply };
+  }
   const entry = await watching(ctx, moved.entry);
   ctx.metrics.result("checkpoint", "success");
   log.info(
@@ -88,6 +113,19 @@ export async function preDump(
     "GPU state moved to host memory",
   );
   return { reply: { ok: true, data: { pids: entry.pids } }, watch: watch(entry) };
+}
+
+/** A journal entry for this checkpoint: the processes it moves (maybe none) and where containerd has the task. */
+function entryFor(request: HookRequest, pids: number[], caller: CheckpointCaller): JournalEntry {
+  return {
+    id: randomUUID(),
+    containerId: request.containerId,
+    action: "pre-dump",
+    pids,
+    initPid: request.initPid,
+    task: caller.task,
+    startedAt: new Date().toISOString(),
+  };
 }
 
 /** The journal entry a resume watcher works from: the GPU state is in host memory until the container runs. */
@@ -108,7 +146,12 @@ async function moveToHost(
   request: HookRequest,
   container: ContainerOnHost,
   deadline: Deadline,
-  { log, started }: { log: Logger; started: { at: number; perf: number } },
+  {
+    log,
+    started,
+    caller,
+    budgetMs,
+  }: { log: Logger; started: { at: number; perf: number }; caller: CheckpointCaller; budgetMs: number },
 ): Promise<Moved> {
   let entry: JournalEntry | undefined;
   try {
@@ -134,14 +177,7 @@ async function moveToHost(
       ctx.metrics.result("checkpoint", "refused");
       return { kind: "untouched", reply: fail(ctx, request, admission.verdict.error) };
     }
-    entry = {
-      id: randomUUID(),
-      containerId: request.containerId,
-      action: "pre-dump",
-      pids,
-      initPid: request.initPid,
-      startedAt: new Date().toISOString(),
-    };
+    entry = entryFor(request, pids, caller);
     await ctx.journal.record(entry);
     const record = await ctx.engine.checkpoint(pids, deadline);
     ctx.metrics.record(record);
@@ -149,7 +185,7 @@ async function moveToHost(
       ctx.metrics.result("checkpoint", "failure");
       const why = describeFailure(record);
       const hint =
-        record.failure?.code === "DEADLINE_EXCEEDED" ? `; ${overBudget(started, deadline, discoveryMs)}` : "";
+        record.failure?.code === "DEADLINE_EXCEEDED" ? `; ${overBudget(started, budgetMs, discoveryMs)}` : "";
       const reply = fail(ctx, request, `${why}${hint}`, record);
       // The engine rolled the set back; an incomplete rollback leaves the entry to a resume watcher.
       if (record.rollback?.ok === false) return { kind: "failed", reply, stranded: entry };
@@ -157,7 +193,8 @@ async function moveToHost(
       return { kind: "failed", reply };
     }
     if (deadline.expired) {
-      const reply = fail(ctx, request, overBudget(started, deadline, discoveryMs), record);
+      const why = caller.abandoned ? abandonedReason(caller) : overBudget(started, budgetMs, discoveryMs);
+      const reply = fail(ctx, request, why, record);
       const stranded = await undo(ctx, entry);
       return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
     }
@@ -177,8 +214,12 @@ async function moveToHost(
   }
 }
 
-function overBudget(started: { at: number; perf: number }, deadline: Deadline, discoveryMs: number): string {
+const abandonedReason = (caller: CheckpointCaller): string =>
+  caller.signal.reason instanceof Error
+    ? caller.signal.reason.message
+    : "containerd abandoned the checkpoint";
+
+function overBudget(started: { perf: number }, budgetMs: number, discoveryMs: number): string {
   const tookMs = Math.round(performance.now() - started.perf);
-  const budgetMs = Math.round(deadline.at - started.at);
   return `the GPU stage took ${tookMs} ms, over its budget of ${budgetMs} ms (discovery ${Math.round(discoveryMs)} ms): raise kybernate's --gpu-budget and the caller's checkpoint timeout (kubelet ?timeout=, crictl checkpoint --timeout)`;
 }

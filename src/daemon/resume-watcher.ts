@@ -1,4 +1,5 @@
-import { delay } from "../base/deadline.js";
+import { Deadline, delay } from "../base/deadline.js";
+import type { Logger } from "../base/log.js";
 import { bringBack } from "./bring-back.js";
 import type { Watch } from "./pre-dump.js";
 import { describeFailure, stageLog } from "./report.js";
@@ -6,11 +7,16 @@ import type { StageContext } from "./stage-context.js";
 
 /** On shutdown, how long watchers may still wait for a container's resume before leaving it to the journal. */
 const CLOSE_GRACE_MS = 5000;
+/** After containerd abandoned a checkpoint (runc killed), how long to give it to resume the task itself anyway. */
+const ABANDONED_GRACE_MS = 300;
+/** How long containerd's Tasks/Resume may take. */
+const RESUME_CALL_MS = 10_000;
 
 /**
  * The watchers that bring the GPU back once containerd resumes a checkpointed container: no CRIU action fires
- * after a leave-running or failed dump, so kybernate looks for itself. Each holds its container's operation
- * slot until it is done.
+ * after a leave-running or failed dump, so kybernate looks for itself. When containerd's own resume is lost
+ * (its caller's deadline cut the checkpoint), the watcher resumes the task through containerd. Each holds its
+ * container's operation slot until it is done.
  */
 export class ResumeWatchers {
   private readonly running = new Set<Promise<void>>();
@@ -45,20 +51,24 @@ export class ResumeWatchers {
    * leave-running checkpoints and failed dumps alike; a container that exited (checkpoint without
    * leave-running) needs nothing.
    */
-  private async awaitResumeAndThaw({ entry, freezer, criu }: Watch): Promise<void> {
+  private async awaitResumeAndThaw(watch: Watch): Promise<void> {
+    const { entry, freezer, caller } = watch;
     const { ctx } = this;
-    const { pollMs, frozenGraceMs } = ctx.timing;
+    const { pollMs } = ctx.timing;
     const log = stageLog(ctx, entry.containerId, "resume");
     const t0 = performance.now();
-    while (criu && (await ctx.host.isSameProcess(criu)) && !this.stopping()) await delay(pollMs);
+    while (caller && !(await caller.poll()).criuGone && !this.stopping()) await delay(pollMs);
     const criuDone = performance.now();
+    let resumeAsked = false;
     let frozenSince: number | undefined;
     for (;;) {
       // What is left unfinished stays in the journal: the next start repairs it.
       if (this.stopping()) return;
       const alive = await ctx.host.livingPids(entry.pids);
-      if (alive.length === 0) {
-        log.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
+      const containerGone = !(await ctx.host.identify(entry.initPid));
+      if (alive.length === 0 && (entry.pids.length > 0 || containerGone)) {
+        if (entry.pids.length > 0)
+          log.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
         await ctx.journal.complete(entry.id);
         ctx.containers.finished(entry.containerId, "checkpoint", { ok: true });
         return;
@@ -67,11 +77,16 @@ export class ResumeWatchers {
       const tracers = await Promise.all(alive.map((pid) => ctx.host.tracerOf(pid)));
       const traced = tracers.some((tracer) => (tracer ?? 0) !== 0);
       if (!frozen && !traced) {
+        if (alive.length === 0) {
+          // Nothing was moved to host memory: containerd (or kybernate for it) resumed the container; done.
+          await ctx.journal.complete(entry.id);
+          return;
+        }
         const record = await bringBack(ctx, alive, { log, deviceMap: entry.deviceMap });
         await ctx.journal.complete(entry.id);
         ctx.metrics.record(record);
         // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.
-        if (record.ok) ctx.metrics.repaired(criu ? "resume" : "recovery", alive.length);
+        if (record.ok) ctx.metrics.repaired(caller ? "resume" : "recovery", alive.length);
         ctx.containers.finished(entry.containerId, "checkpoint", {
           ok: record.ok,
           record,
@@ -90,14 +105,50 @@ export class ResumeWatchers {
       }
       if (frozen && !traced) {
         frozenSince ??= performance.now();
-        if (performance.now() - frozenSince > frozenGraceMs && freezer) {
-          // containerd's deferred resume is lost when the caller's deadline cancels its context; a frozen
-          // workload with its GPU state in host memory helps nobody.
-          log.warn({ graceMs: frozenGraceMs }, "container still frozen after CRIU finished; thawing it");
-          await freezer.thaw();
+        if (!resumeAsked && freezer && (await this.resumeIsLost(watch, performance.now() - frozenSince))) {
+          resumeAsked = true;
+          await this.resumeTask(watch, log);
         }
       } else frozenSince = undefined;
       await delay(pollMs);
     }
+  }
+
+  /**
+   * Whether containerd will not resume the container itself: it abandoned the checkpoint (runc killed: its
+   * deferred resume runs with the caller's expired context), or the container stayed frozen past the grace
+   * after containerd was done with CRIU's images (it removes them before its final resume).
+   */
+  private async resumeIsLost({ caller }: Watch, frozenMs: number): Promise<boolean> {
+    if (caller?.abandoned) return frozenMs > ABANDONED_GRACE_MS;
+    if ((await caller?.imagesGone()) === false) return false;
+    return frozenMs > this.ctx.timing.frozenGraceMs;
+  }
+
+  /**
+   * Resumes the task through containerd (journalled first), so that containerd, the shim and the kernel agree
+   * it runs; only when containerd cannot be reached does kybernate thaw the cgroup itself.
+   */
+  private async resumeTask({ entry, freezer, caller }: Watch, log: Logger): Promise<void> {
+    const task = caller?.task ?? entry.task;
+    await this.ctx.journal.record({ ...entry, resumedTaskAt: new Date().toISOString() });
+    const why = caller?.abandoned
+      ? "containerd abandoned the checkpoint (its caller's deadline passed) and lost its own resume"
+      : `the container stayed frozen ${Math.round(this.ctx.timing.frozenGraceMs / 1000)} s after CRIU finished`;
+    if (task) {
+      const deadline = Deadline.after(RESUME_CALL_MS, { what: "containerd's Tasks/Resume" });
+      try {
+        await this.ctx.runtime.resume(task, deadline);
+        log.warn({ task, reason: why }, "resumed the task through containerd");
+        return;
+      } catch (error) {
+        log.error({ err: error, task }, "containerd did not resume the task; thawing its cgroup instead");
+      } finally {
+        deadline.dispose();
+      }
+    }
+    // containerd will still list the task paused (exec refused) until its own Tasks/Resume runs.
+    log.warn({ reason: why, cgroup: freezer?.dir }, "thawing the container's cgroup");
+    await freezer?.thaw();
   }
 }

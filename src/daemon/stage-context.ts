@@ -2,6 +2,7 @@ import type { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import type { StageMetrics } from "../checkpoint/metrics.js";
 import type { CheckpointPolicy } from "../checkpoint/policy.js";
+import type { TaskRef } from "../containerd/tasks.js";
 import type { Discovery } from "../gpu/discovery.js";
 import type { GpuEngine } from "../gpu/engine.js";
 import type { MemoryUse } from "../host/cgroup.js";
@@ -37,6 +38,17 @@ export interface HostView {
   /** The ptrace tracer (0 when none), undefined when the process is gone. */
   tracerOf(pid: number): Promise<number | undefined>;
   livingPids(pids: readonly number[]): Promise<number[]>;
+  parentOf(pid: number): Promise<number | undefined>;
+  commandLine(pid: number): Promise<string[]>;
+  /** Where a path leads (a /proc/PID/fd/N link: the file it is open on), undefined when it leads nowhere. */
+  realPath(path: string): Promise<string | undefined>;
+  exists(path: string): Promise<boolean>;
+}
+
+/** What the daemon asks of the container runtime (containerd's Tasks API in production). */
+export interface TaskRuntime {
+  /** Resumes a task the runtime believes paused; rejects, saying why, when the runtime cannot. */
+  resume(task: TaskRef, deadline: Deadline): Promise<void>;
 }
 
 export interface StageTiming {
@@ -60,5 +72,6 @@ export interface StageContext {
   metrics: StageMetrics;
   engine: GpuEngine;
   host: HostView;
+  runtime: TaskRuntime;
   timing: StageTiming;
 }

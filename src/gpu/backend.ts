@@ -1,4 +1,4 @@
-import { Deadline } from "../base/deadline.js";
+import { Deadline, DeadlineExceeded } from "../base/deadline.js";
 import { type DeviceMap, GpuError, type GpuOp, type ProcessState } from "./types.js";
 
 /** Per call: the deadline of the stage the call belongs to (the hook's request, a CLI's --timeout). */
@@ -48,7 +48,10 @@ export function callDeadline(op: GpuOp, opts?: CallOptions): Deadline {
   return Deadline.after(Math.min(capMs, BARE_CALL_MS), { what: `GPU ${op}` });
 }
 
-/** `call`, or a DEADLINE_EXCEEDED GpuError once its deadline passes (the abandoned call's result is dropped). */
+/**
+ * `call`, or a GpuError once its deadline passes (DEADLINE_EXCEEDED) or its stage is called off (CANCELLED, with
+ * the stage's reason); the abandoned call's result is dropped.
+ */
 export async function withinDeadline<T>(
   pid: number,
   op: GpuOp,
@@ -57,16 +60,22 @@ export async function withinDeadline<T>(
 ): Promise<T> {
   const ms = Math.round(deadline.remaining());
   try {
-    return await deadline.race(
-      call,
-      () =>
-        new GpuError({
+    return await deadline.race(call, () => {
+      const reason: unknown = deadline.signal.reason;
+      if (reason === undefined || reason instanceof DeadlineExceeded)
+        return new GpuError({
           pid,
           op,
           code: "DEADLINE_EXCEEDED",
           driverMessage: `no answer from the driver within ${ms} ms`,
-        }),
-    );
+        });
+      return new GpuError({
+        pid,
+        op,
+        code: "CANCELLED",
+        driverMessage: `stopped waiting for the driver: ${reason instanceof Error ? reason.message : String(reason)}`,
+      });
+    });
   } finally {
     deadline.dispose();
   }

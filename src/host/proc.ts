@@ -66,6 +66,12 @@ export async function readStatus(pid: number, root = PROC_ROOT): Promise<ProcSta
   return text === undefined ? undefined : parseStatus(text);
 }
 
+/** /proc/PID/cmdline: the arguments, empty when the process is gone (or a kernel thread). */
+export async function readCmdline(pid: number, root = PROC_ROOT): Promise<string[]> {
+  const text = await readFile(procFile(pid, "cmdline", root), "utf8").catch(() => "");
+  return text.split("\0").filter((arg, i, all) => arg !== "" || i < all.length - 1);
+}
+
 /** /proc/PID/comm: the command name, "" when the process is gone. */
 export async function readComm(pid: number, root = PROC_ROOT): Promise<string> {
   return (await readFile(procFile(pid, "comm", root), "utf8").catch(() => "")).trim();

@@ -1,7 +1,7 @@
 /**
  * kybernate's layers, as the folders of src/ name them, and what each may import. Dependencies point one way:
  * base → host → wire → nri → plugin; gpu → checkpoint → daemon → agent → cli and hook; admin (node
- * administration) on host; cri is a leaf only the CLI uses. Checked by dependency-cruiser in npm test.
+ * administration) on host; cri is a leaf only the CLI uses; containerd (its Tasks API) a leaf the daemon uses. Checked by dependency-cruiser in npm test.
  */
 import { cruise, type IForbiddenRuleType } from "dependency-cruiser";
 
@@ -14,13 +14,28 @@ export const LAYERS: Record<string, readonly string[]> = {
   plugin: ["base", "host", "wire", "nri"],
   gpu: ["base", "host"],
   checkpoint: ["base", "host", "gpu"],
-  daemon: ["base", "host", "gpu", "checkpoint"],
-  agent: ["base", "host", "wire", "nri", "plugin", "gpu", "checkpoint", "daemon"],
+  daemon: ["base", "host", "gpu", "checkpoint", "containerd"],
+  agent: ["base", "host", "wire", "nri", "plugin", "gpu", "checkpoint", "daemon", "containerd"],
   // The hook runs while a container is frozen: the daemon's client and protocol, the freezer, nothing more.
   hook: ["base", "host", "daemon"],
   admin: ["base", "host", "checkpoint"],
   cri: ["base"],
-  cli: ["base", "host", "wire", "nri", "plugin", "gpu", "checkpoint", "daemon", "agent", "admin", "cri"],
+  // containerd's own Tasks API (resuming a task containerd believes paused): a leaf like cri.
+  containerd: ["base"],
+  cli: [
+    "base",
+    "host",
+    "wire",
+    "nri",
+    "plugin",
+    "gpu",
+    "checkpoint",
+    "daemon",
+    "agent",
+    "admin",
+    "cri",
+    "containerd",
+  ],
 };
 
 export function layerRules(layers = LAYERS): IForbiddenRuleType[] {

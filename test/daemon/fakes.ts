@@ -11,6 +11,7 @@ import { silentLogger } from "../../src/base/log.js";
 import type { StageMetrics } from "../../src/checkpoint/metrics.js";
 import type { CheckpointPolicy } from "../../src/checkpoint/policy.js";
 import type { RestorePlan } from "../../src/checkpoint/restore-plan.js";
+import type { TaskRef } from "../../src/containerd/tasks.js";
 import { Containers } from "../../src/daemon/containers.js";
 import { Journal, type JournalEntry } from "../../src/daemon/journal.js";
 import { PlanStore } from "../../src/daemon/plan-store.js";
@@ -20,6 +21,7 @@ import type {
   FreezerControl,
   HostView,
   StageContext,
+  TaskRuntime,
 } from "../../src/daemon/stage-context.js";
 import { type CallOptions, callDeadline, type GpuBackend, withinDeadline } from "../../src/gpu/backend.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
@@ -42,6 +44,11 @@ export class FakeDriver implements GpuBackend {
   readonly states = new Map<number, ProcessState>();
   readonly faults = new Map<string, Fault>();
   readonly calls: Array<{ pid: number; op: GpuOp; deviceMap?: DeviceMap }> = [];
+  /**
+   * The driver works on one call per process at a time (the GPU double's workload too): a call waits for the
+   * one before it, also when that one's caller stopped waiting. A hung call is dropped, as the double drops it.
+   */
+  private readonly queues = new Map<number, Promise<unknown>>();
 
   /** `pid` fails (or stalls) at `op`. */
   fault(pid: number, op: GpuOp, fault: Fault): void {
@@ -59,8 +66,10 @@ export class FakeDriver implements GpuBackend {
     const deadline = callDeadline(op, opts);
     const fault = this.faults.get(`${pid}:${op}`);
     if (fault?.kind === "busy") for (const until = Date.now() + fault.ms; Date.now() < until; );
+    if (fault?.kind === "hang") return withinDeadline(pid, op, deadline, new Promise<void>(() => undefined));
+    const before = this.queues.get(pid) ?? Promise.resolve();
     const work = (async () => {
-      if (fault?.kind === "hang") await new Promise(() => undefined);
+      await before.catch(() => undefined);
       if (fault?.kind === "slow") await new Promise((r) => setTimeout(r, fault.ms));
       if (fault?.kind === "fail" && (fault.times ?? Number.POSITIVE_INFINITY) > 0) {
         if (fault.times !== undefined) fault.times--;
@@ -82,6 +91,10 @@ export class FakeDriver implements GpuBackend {
         });
       change();
     })();
+    this.queues.set(
+      pid,
+      work.catch(() => undefined),
+    );
     await withinDeadline(pid, op, deadline, work);
   }
 
@@ -158,8 +171,13 @@ export interface FakeContainer {
 
 export class FakeHost implements HostView {
   readonly containers = new Map<number, FakeContainer>();
-  /** Processes that exist, with their tracer (0: none). */
-  readonly processes = new Map<number, { startTime: string; tracer: number }>();
+  /** Processes that exist, with their tracer (0: none), parent and command line. */
+  readonly processes = new Map<
+    number,
+    { startTime: string; tracer: number; ppid?: number; args?: string[] }
+  >();
+  /** Paths that exist (CRIU's image directory, as containerd keeps it until it has stored the images). */
+  readonly paths = new Set<string>();
 
   constructor(private readonly driver: FakeDriver) {}
 
@@ -204,6 +222,57 @@ export class FakeHost implements HostView {
   async livingPids(pids: readonly number[]): Promise<number[]> {
     return pids.filter((pid) => this.processes.has(pid));
   }
+  async parentOf(pid: number): Promise<number | undefined> {
+    return this.processes.get(pid)?.ppid;
+  }
+  async commandLine(pid: number): Promise<string[]> {
+    return this.processes.get(pid)?.args ?? [];
+  }
+  async realPath(path: string): Promise<string | undefined> {
+    return path.startsWith("/proc/") ? "/tmp/ctrd-checkpoint123" : path;
+  }
+  async exists(path: string): Promise<boolean> {
+    return this.paths.has(path);
+  }
+
+  /**
+   * A checkpoint under way: CRIU (9000, the hook's parent) run by runc (8999, in containerd namespace "k8s.io"),
+   * writing into the image directory containerd made. Returns what a deadline cut does to them.
+   */
+  checkpointUnderWay(): { cut(): void; finish(): void } {
+    this.processes.set(8999, {
+      startTime: "5",
+      tracer: 0,
+      args: ["runc", "--root", "/run/containerd/runc/k8s.io", "checkpoint"],
+    });
+    this.processes.set(9000, { startTime: "7", tracer: 0, ppid: 8999 });
+    this.paths.add("/tmp/ctrd-checkpoint123");
+    return {
+      // containerd's shim kills runc and containerd removes the images; CRIU goes on until its hook returns.
+      cut: () => {
+        this.processes.delete(8999);
+        this.paths.delete("/tmp/ctrd-checkpoint123");
+      },
+      finish: () => {
+        this.processes.delete(9000);
+        this.processes.delete(8999);
+        this.paths.delete("/tmp/ctrd-checkpoint123");
+      },
+    };
+  }
+}
+
+/** containerd's Tasks API as the daemon uses it: records the resumes; `unreachable` makes them fail. */
+export class FakeRuntime implements TaskRuntime {
+  readonly resumed: TaskRef[] = [];
+  unreachable = false;
+  /** Called on each resume: what containerd's shim does (runc resume thaws the cgroup). */
+  onResume?: (task: TaskRef) => void;
+  async resume(task: TaskRef): Promise<void> {
+    if (this.unreachable) throw new Error("containerd's Tasks/Resume failed: connect ENOENT");
+    this.resumed.push(task);
+    this.onResume?.(task);
+  }
 }
 
 export class RecordingMetrics implements StageMetrics {
@@ -243,6 +312,7 @@ export interface Rig {
   host: FakeHost;
   policy: FakePolicy;
   metrics: RecordingMetrics;
+  runtime: FakeRuntime;
   stateDir: string;
   /** The journal's entries on disk. */
   journalEntries(): JournalEntry[];
@@ -256,6 +326,7 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
   const host = new FakeHost(driver);
   const policy = new FakePolicy();
   const metrics = new RecordingMetrics();
+  const runtime = new FakeRuntime();
   const journal = new Journal(join(stateDir, "journal"));
   await journal.open();
   const ctx: StageContext = {
@@ -267,6 +338,7 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
     metrics,
     engine: new GpuEngine({ backend: driver, measureVram: false, lockTimeoutMs: 1000, rollbackMs: 2000 }),
     host,
+    runtime,
     timing: { gpuBudgetMs: 2000, frozenGraceMs: 200, pollMs: 5, retryBackoffMs: 1, ...timing },
   };
   return {
@@ -275,6 +347,7 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
     host,
     policy,
     metrics,
+    runtime,
     stateDir,
     journalEntries: () =>
       readdirSync(join(stateDir, "journal"))

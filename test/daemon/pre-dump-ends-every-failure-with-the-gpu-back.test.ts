@@ -89,8 +89,12 @@ for (const f of failures) {
     assert.equal(result.reply.ok, false);
     assert.match(result.reply.error ?? "", f.error);
     assert.deepEqual(states(r.driver, c.cudaPids), [RUNNING, RUNNING]);
-    assert.equal(result.watch, undefined, "nothing left to watch");
-    assert.deepEqual(r.journalEntries(), []);
+    // containerd paused the container: a watch stays until it runs again, with no GPU state to bring back.
+    assert.deepEqual(result.watch?.entry.pids ?? [], [], "no GPU state left to bring back");
+    assert.deepEqual(
+      r.journalEntries().map((e) => e.pids),
+      result.watch ? [[]] : [],
+    );
     assert.ok(r.metrics.results.includes("checkpoint:failure"), JSON.stringify(r.metrics.results));
     assert.equal(r.ctx.containers.last("c0ffee")?.ok, false, "the failure is the container's last operation");
   });
@@ -128,9 +132,31 @@ test("admission refuses: nothing touched, nothing journalled, counted as refused
   assert.match(result.reply.error ?? "", /host-RAM admission refused/);
   assert.deepEqual(states(r.driver, c.cudaPids), [RUNNING, RUNNING]);
   assert.equal(r.driver.calls.filter((x) => x.op !== "getState").length, 0, "no driver step taken");
-  assert.deepEqual(r.journalEntries(), []);
+  assert.deepEqual(
+    r.journalEntries().map((e) => e.pids),
+    [[]],
+    "only the watch for containerd's resume",
+  );
   assert.deepEqual(r.metrics.results, ["checkpoint:refused"]);
   assert.equal(c.freezer.frozen, true);
+});
+
+test("containerd abandons the checkpoint mid-stage (runc killed): the stage stops at once, the GPU back", async () => {
+  const c = await frozenContainer();
+  const checkpoint = r.host.checkpointUnderWay();
+  r.driver.fault(101, "checkpoint", { kind: "slow", ms: 1500 });
+  r.driver.fault(102, "lock", { kind: "slow", ms: 400 });
+  setTimeout(() => checkpoint.cut(), 100);
+  const t0 = Date.now();
+  const result = await run(10_000);
+  assert.match(result.reply.error ?? "", /containerd abandoned the checkpoint: runc \(pid 8999\) was killed/);
+  // The driver finishes 101's checkpoint (1.5 s; no driver call can be interrupted), then it is rolled back;
+  // 102 never takes its checkpoint step. Without the abandonment the stage would run to its 10 s budget.
+  assert.ok(Date.now() - t0 < 2500, `the stage went on for ${Date.now() - t0} ms`);
+  assert.equal(r.driver.calls.filter((x) => x.pid === 102 && x.op === "checkpoint").length, 0);
+  assert.deepEqual(states(r.driver, c.cudaPids), [RUNNING, RUNNING]);
+  assert.equal(result.watch?.caller?.abandoned, true, "the watch knows containerd abandoned it");
+  assert.deepEqual(result.watch?.caller?.task, { namespace: "k8s.io", containerId: "c0ffee" });
 });
 
 test("no running CUDA process: nothing to move, success", async () => {

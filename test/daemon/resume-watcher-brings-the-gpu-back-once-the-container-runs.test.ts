@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { afterEach, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { CheckpointCaller } from "../../src/daemon/checkpoint-caller.js";
 import type { JournalEntry } from "../../src/daemon/journal.js";
 import { ResumeWatchers } from "../../src/daemon/resume-watcher.js";
 import { ProcessState } from "../../src/gpu/types.js";
@@ -21,26 +22,41 @@ afterEach(async () => {
 });
 
 /** A container right after pre-dump: frozen, its processes CHECKPOINTED, CRIU (pid 9000) still dumping. */
-async function checkpointed() {
+async function checkpointed(pids = [301]) {
   r = await rig({ frozenGraceMs: 150 });
-  const c = r.host.addContainer(300, [301]);
+  const c = r.host.addContainer(300, pids);
   c.freezer.frozen = true;
-  r.driver.states.set(301, CHECKPOINTED);
-  r.host.processes.set(9000, { startTime: "7", tracer: 0 });
-  r.host.processes.set(301, { startTime: "1", tracer: 9000 });
+  for (const pid of pids) r.driver.states.set(pid, CHECKPOINTED);
+  const checkpoint = r.host.checkpointUnderWay();
+  for (const pid of pids) r.host.processes.set(pid, { startTime: "1", tracer: 9000 });
+  // containerd's shim: runc resume thaws the cgroup.
+  r.runtime.onResume = () => {
+    c.freezer.frozen = false;
+  };
   const entry: JournalEntry = {
     id: randomUUID(),
     containerId: "c0ffee",
     action: "thaw-after-resume",
-    pids: [301],
+    pids,
     initPid: 300,
     startedAt: new Date().toISOString(),
   };
   await r.ctx.journal.record(entry);
   r.ctx.containers.begin("c0ffee", "pre-dump");
   watchers = new ResumeWatchers(r.ctx);
-  watchers.start({ entry, freezer: c.freezer, criu: { pid: 9000, startTime: "7" } });
-  return c;
+  const caller = await CheckpointCaller.find(r.host, {
+    containerId: "c0ffee",
+    criuPid: 9000,
+    imageDir: "/proc/9000/fd/5",
+  });
+  watchers.start({ entry, freezer: c.freezer, caller });
+  return { ...c, checkpoint };
+}
+
+/** CRIU done, its processes untraced (CRIU detached): what follows a dump. */
+function criuDetached(pids = [301]) {
+  r.host.processes.delete(9000);
+  for (const pid of pids) r.host.processes.set(pid, { startTime: "1", tracer: 0 });
 }
 
 async function until(what: string, ok: () => boolean, ms = 2000): Promise<void> {
@@ -69,20 +85,68 @@ test("CRIU exits, containerd resumes: the GPU comes back, the journal entry and 
   assert.equal(r.ctx.containers.last("c0ffee")?.ok, true);
 });
 
-test("containerd never resumes (its context was cancelled): thawed after the grace, then the GPU comes back", async () => {
+test("containerd never resumes though it finished with the images: resumed through containerd after the grace", async () => {
   const c = await checkpointed();
-  r.host.processes.delete(9000);
-  r.host.processes.set(301, { startTime: "1", tracer: 0 });
+  c.checkpoint.finish();
+  criuDetached();
   await sleep(60);
   assert.equal(c.freezer.frozen, true, "not before the grace");
-  await until("the thaw and restore", () => states(r.driver, [301])[0] === RUNNING, 3000);
+  await until("the resume and restore", () => states(r.driver, [301])[0] === RUNNING, 3000);
+  assert.deepEqual(r.runtime.resumed, [{ namespace: "k8s.io", containerId: "c0ffee" }]);
+});
+
+test("containerd still has CRIU's images (it is storing them): no resume, however long it stays frozen", async () => {
+  const c = await checkpointed();
+  r.host.processes.delete(9000);
+  r.host.processes.delete(8999);
+  r.host.processes.set(301, { startTime: "1", tracer: 0 });
+  await sleep(400);
+  assert.equal(c.freezer.frozen, true);
+  assert.deepEqual(r.runtime.resumed, []);
+  c.checkpoint.finish();
+  c.freezer.frozen = false;
+  await until("the restore", () => states(r.driver, [301])[0] === RUNNING);
+});
+
+test("the caller's deadline cuts the checkpoint (runc killed): resumed through containerd at once, the GPU back", async () => {
+  const c = await checkpointed();
+  c.checkpoint.cut();
+  await sleep(30);
+  const cutAt = Date.now();
+  criuDetached();
+  await until("the restore", () => states(r.driver, [301])[0] === RUNNING, 2000);
+  assert.ok(Date.now() - cutAt < 1000, `took ${Date.now() - cutAt} ms after CRIU exited`);
+  assert.deepEqual(r.runtime.resumed, [{ namespace: "k8s.io", containerId: "c0ffee" }]);
+  await until("the slot freed", () => !r.ctx.containers.isBusy("c0ffee"));
+  assert.deepEqual(r.journalEntries(), [], "journal done");
+});
+
+test("containerd unreachable: the cgroup is thawed instead, and the GPU comes back", async () => {
+  const c = await checkpointed();
+  r.runtime.unreachable = true;
+  c.checkpoint.cut();
+  await sleep(30);
+  criuDetached();
+  await until("the restore", () => states(r.driver, [301])[0] === RUNNING, 2000);
+  assert.equal(c.freezer.frozen, false);
+  assert.deepEqual(r.runtime.resumed, []);
+});
+
+test("nothing was moved (no CUDA process) and the checkpoint is cut: the task is still resumed", async () => {
+  const c = await checkpointed([]);
+  c.checkpoint.cut();
+  await sleep(30);
+  criuDetached([]);
+  await until("the resume", () => r.runtime.resumed.length === 1, 2000);
+  await until("the slot freed", () => !r.ctx.containers.isBusy("c0ffee"));
   assert.equal(c.freezer.frozen, false);
 });
 
 test("the container exited after its checkpoint: nothing to bring back, the entry done", async () => {
-  await checkpointed();
-  r.host.processes.delete(9000);
+  const c = await checkpointed();
+  c.checkpoint.finish();
   r.host.processes.delete(301);
+  r.host.processes.delete(300);
   await until("the slot freed", () => !r.ctx.containers.isBusy("c0ffee"));
   assert.deepEqual(r.journalEntries(), []);
   assert.equal(r.driver.calls.filter((x) => x.op === "restore").length, 0);
@@ -90,7 +154,7 @@ test("the container exited after its checkpoint: nothing to bring back, the entr
 
 test("a process still traced (CRIU's ptrace) is not touched", async () => {
   const c = await checkpointed();
-  r.host.processes.delete(9000);
+  c.checkpoint.finish();
   c.freezer.frozen = false;
   await sleep(80);
   assert.equal(states(r.driver, [301])[0], CHECKPOINTED);

@@ -41,7 +41,7 @@ async function ensureDaemon(): Promise<KybernateProcess> {
 async function startDaemon(stateDir?: string): Promise<KybernateProcess> {
   kyb = await startKybernate({
     nriSocket: node.nriSocket,
-    args: kybernateArgsForDouble(doubleDir),
+    args: kybernateArgsForDouble(doubleDir, node),
     // The double's control sockets live in the container's /tmp/fake-cuda (its default); the harness module
     // points FAKE_CUDA_DIR elsewhere for plain-process tests.
     env: { FAKE_CUDA_DIR: "/tmp/fake-cuda" },
@@ -345,6 +345,47 @@ describe("faults end with nothing lost", () => {
     writeFileSync(join(faults, "1"), "");
     await checkpointOrShowLogs(id, "after-concurrent");
     await assertRunningOnGpu(id, { checkpoints: 2, restores: 2 });
+  });
+
+  test("a checkpoint cut by the caller's deadline: within 2 s of the GPU stage the container runs, exec works, VRAM verified; the next checkpoint succeeds", async () => {
+    const daemon = await ensureDaemon();
+    const faults = mkdtempSync(join(scratch, "faults-"));
+    const pod = await newPod("gpu-cut");
+    const id = await gpuContainer(pod, { faultDir: faults });
+    // A GPU stage of 3 s against a caller who waits 1 s (crictl --timeout 1s): containerd's shim kills runc at 1 s.
+    writeFileSync(join(faults, "1"), "checkpoint delay 3000\n");
+    const mark = daemon.logs.length;
+    await assert.rejects(
+      cri.rpc(
+        "CheckpointContainer",
+        { containerId: id, location: archivePath("cut"), timeout: 1 },
+        { timeoutMs: 1000 },
+      ),
+      /DEADLINE_EXCEEDED/,
+    );
+    const stage = await daemon.waitForLog((l) => l.containerId === id && l.msg === "GPU stage failed", {
+      since: mark,
+      timeoutMs: 10_000,
+    });
+    assert.match(String(stage.error), /containerd abandoned the checkpoint: runc \(pid \d+\) was killed/);
+    const stageEnded = Date.now();
+    // containerd had lost its own resume: only its Tasks API clears the shim's "paused" (exec refused otherwise).
+    let exec: { exitCode: number } | undefined;
+    while (Date.now() - stageEnded < 2000) {
+      exec = await cri.exec(id, ["true"], 5).catch(() => undefined);
+      if (exec?.exitCode === 0) break;
+      await sleep(50);
+    }
+    assert.equal(exec?.exitCode, 0, "exec works within 2 s of the end of the GPU stage");
+    assert.ok(Date.now() - stageEnded < 2000, `took ${Date.now() - stageEnded} ms`);
+    assert.ok(
+      daemon.logs.some((l) => l.containerId === id && l.msg === "resumed the task through containerd"),
+    );
+    await assertRunningOnGpu(id, { verifyFailures: 0 });
+    assert.equal((await cri.containerStatus(id)).status?.state, "CONTAINER_RUNNING");
+    writeFileSync(join(faults, "1"), "");
+    await checkpointOrShowLogs(id, "after-cut");
+    await assertRunningOnGpu(id, { checkpoints: 2, restores: 2, verifyFailures: 0 });
   });
 
   test("the daemon is killed during pre-dump and restarted: nothing is left locked or checkpointed", async () => {

@@ -82,7 +82,7 @@ async function startInstalled(extra: string[] = []): Promise<KybernateProcess> {
     nriSocket: node.nriSocket,
     stateDir: join(scratch, "state"),
     args: [
-      ...kybernateArgsForDouble(doubleDir),
+      ...kybernateArgsForDouble(doubleDir, node),
       "--nvidia-smi",
       fakeSmi,
       "--metrics-port",

@@ -12,6 +12,7 @@ STABLE=${KYBERNATE_TESTNODE_STABLE:-bookworm}
 APT=$TN/apt
 
 testing_pkgs=(containerd runc criu checkpointctl kustomize golang-github-containerd-nri-dev golang-k8s-cri-api-dev
+  golang-github-containerd-containerd-api-dev containernetworking-plugins
   libcompel1 libc6 libseccomp2 libgnutls30t64 libnftables1 libnl-3-200 libprotobuf-c1 libbsd0 libnet9 libuuid1
   libnettle8t64 libhogweed6t64 libgmp10 libidn2-0 libp11-kit0 libtasn1-6 libunistring5 libffi8 libmnl0 libnftnl11
   libjansson4 libxtables12 libmd0 libedit2 libtinfo6 libbrotli1 libzstd1 zlib1g iptables libip4tc2 libip6tc2
@@ -57,6 +58,9 @@ for t in iptables iptables-restore iptables-save ip6tables ip6tables-restore ip6
   ln -sf xtables-nft-multi "$P/bin/$t"
 done
 cp -a "$x/usr/share/gocode" "$P/share/"
+# The CNI plugins (bridge, host-local, loopback, portmap, …) for pod-network pods of the test node.
+mkdir -p "$P/libexec/cni"
+cp -a "$x/usr/lib/cni/." "$P/libexec/cni/"
 
 # The final prefix path is baked into the patched binaries, so patch for $PREFIX, not for the staging dir.
 for b in runc criu checkpointctl xtables-nft-multi; do
@@ -76,7 +80,8 @@ at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 at_least "$v_containerd" 2.1 || die "containerd $v_containerd from $SUITE is below 2.1 (CRI checkpoint/restore needs 2.1+); set KYBERNATE_TESTNODE_SUITE to a suite that has it"
 at_least "$v_runc" 1.3 || die "runc $v_runc from $SUITE is below 1.3; set KYBERNATE_TESTNODE_SUITE to a suite that has it"
 at_least "$v_criu" 4 || die "CRIU $v_criu from $SUITE is below 4.0 (Debian 12's 3.17 fails on this kernel); set KYBERNATE_TESTNODE_SUITE"
-for f in github.com/containerd/nri/pkg/api/api.proto k8s.io/cri-api/pkg/apis/runtime/v1/api.proto; do
+for f in github.com/containerd/nri/pkg/api/api.proto k8s.io/cri-api/pkg/apis/runtime/v1/api.proto \
+  github.com/containerd/containerd/api/services/tasks/v1/tasks.proto github.com/containerd/containerd/api/types/task/task.proto; do
   [ -f "$PREFIX/share/gocode/src/$f" ] || die "$PREFIX/share/gocode/src/$f is missing from the downloaded -dev packages"
 done
 

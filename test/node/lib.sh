@@ -51,6 +51,17 @@ stop_pid() { # pid [seconds]: SIGTERM, then SIGKILL when it outlives the grace p
   for ((i = 0; i < 50; i++)); do [ -d "/proc/$pid" ] || return 0; sleep 0.1; done
 }
 
+# Runs a daemon with no file descriptor of ours beyond stdin/out/err: one inherited lock (this script's fd 9, or
+# an engineer's `flock LOCKFILE …` around the whole script) would be held by the daemon for as long as it lives.
+without_inherited_fds() {
+  local fd
+  for fd in /proc/self/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+  done
+  exec "$@"
+}
+
 # up, down and restart serialize on this lock: test runs and engineers share one node.
 lock_node() {
   mkdir -p "$TN"
@@ -76,8 +87,8 @@ start_containerd() {
     [ -f "$h/cgroup.procs" ] && [ ! -e "$h/$NS" ] && ! grep -qxF "$h/$NS" "$CGROUP_MARK" 2>/dev/null && echo "$h/$NS" >>"$CGROUP_MARK"
   done
   # containerd looks up containerd-shim-runc-v2, runc and criu on PATH: the prefix's come first.
-  PATH="$PREFIX/bin:$PATH" setsid "$PREFIX/bin/containerd" --config "$CONFIG" \
-    >>"$LOGDIR/containerd.log" 2>&1 </dev/null 9>&- &
+  (PATH="$PREFIX/bin:$PATH" without_inherited_fds setsid "$PREFIX/bin/containerd" --config "$CONFIG" \
+    >>"$LOGDIR/containerd.log" 2>&1 </dev/null) &
   echo $! >"$TN/containerd.pid"
   wait_containerd
 }
@@ -122,7 +133,7 @@ start_registry() {
   if [ -n "$(registry_http_status GET /v2/)" ]; then
     die "something else already serves 127.0.0.1:$PORT; stop it or pick another port with KYBERNATE_TESTNODE_PORT=..."
   fi
-  setsid "$PREFIX/bin/docker-registry" serve "$REG_CONFIG" >>"$LOGDIR/registry.log" 2>&1 </dev/null 9>&- &
+  (without_inherited_fds setsid "$PREFIX/bin/docker-registry" serve "$REG_CONFIG" >>"$LOGDIR/registry.log" 2>&1 </dev/null) &
   echo $! >"$TN/registry.pid"
   local pid=$! i
   for ((i = 0; i < 100; i++)); do

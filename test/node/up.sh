@@ -29,7 +29,9 @@ prefix_ok() {
     [ -x "$PREFIX/bin/$b" ] || return 1
   done
   [ -f "$PREFIX/share/gocode/src/github.com/containerd/nri/pkg/api/api.proto" ] &&
-    [ -f "$PREFIX/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto" ]
+    [ -f "$PREFIX/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto" ] &&
+    [ -f "$PREFIX/share/gocode/src/github.com/containerd/containerd/api/services/tasks/v1/tasks.proto" ] &&
+    [ -x "$PREFIX/libexec/cni/bridge" ]
 }
 if [ -n "${KYBERNATE_TESTNODE_PREFIX:-}" ]; then
   for b in containerd containerd-shim-runc-v2 ctr runc criu docker-registry busybox; do
@@ -115,6 +117,7 @@ node -e '
     protos: {
       nri: `${a.prefix}/share/gocode/src/github.com/containerd/nri/pkg/api/api.proto`,
       cri: `${a.prefix}/share/gocode/src/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto`,
+      containerdTasks: `${a.prefix}/share/gocode/src/github.com/containerd/containerd/api/services/tasks/v1/tasks.proto`,
     },
     versions: installed.versions,
   };

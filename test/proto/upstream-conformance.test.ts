@@ -9,6 +9,8 @@ import { compareProtos, parseProto } from "./proto-compare.js";
 
 const CRI_UPSTREAM = "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto";
 const NRI_UPSTREAM = "github.com/containerd/nri/pkg/api/api.proto";
+const TASKS_UPSTREAM = "github.com/containerd/containerd/api/services/tasks/v1/tasks.proto";
+const TASK_TYPES_UPSTREAM = "github.com/containerd/containerd/api/types/task/task.proto";
 
 /** KYBERNATE_UPSTREAM_PROTOS (a prefix with share/gocode/src/...) only, else the test node's prefix, else /usr. */
 function upstreamPath(rel: string): string {
@@ -20,7 +22,7 @@ function upstreamPath(rel: string): string {
   if (!found) {
     assert.fail(
       `upstream ${rel} not found (looked at ${candidates.join(", ")}): run npm run testnode:up ` +
-        "or apt install golang-github-containerd-nri-dev golang-k8s-cri-api-dev" +
+        "or apt install golang-github-containerd-nri-dev golang-k8s-cri-api-dev golang-github-containerd-containerd-api-dev" +
         (override ? ", or fix KYBERNATE_UPSTREAM_PROTOS" : ""),
     );
   }
@@ -63,6 +65,22 @@ describe("proto/nri/api.proto against containerd/nri pkg/api", () => {
     for (const note of r.notes) t.diagnostic(note);
     assert.deepEqual(r.errors, []);
     assert.ok(r.checked.types > 0, "no NRI type matched upstream by name: wrong package or file?");
+  });
+});
+
+describe("proto/containerd against containerd's api (Tasks service, task types)", () => {
+  it("declares only what upstream has, with upstream's numbers and types", (t) => {
+    for (const [mine, theirs, least] of [
+      ["containerd/tasks.proto", TASKS_UPSTREAM, 4],
+      ["containerd/task.proto", TASK_TYPES_UPSTREAM, 2],
+    ] as const) {
+      const r = conformance(mine, theirs, "error");
+      t.diagnostic(
+        `${mine} compared with ${r.upstreamFile}: ${r.checked.types} types, ${r.checked.members} members`,
+      );
+      assert.deepEqual(r.errors, []);
+      assert.ok(r.checked.types >= least, `only ${r.checked.types} types of ${mine} compared`);
+    }
   });
 });
 

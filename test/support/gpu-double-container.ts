@@ -63,9 +63,10 @@ export async function waitForWorkload(
 
 /**
  * `kybernate run` flags for driving the double: its libcuda, no CRIU network lock (pods share the host's
- * network), and a short frozen grace so a fault ends within a test's timeout.
+ * network), a short frozen grace so a fault ends within a test's timeout, and the test node's containerd (its
+ * Tasks API resumes a task whose checkpoint a caller's deadline cut).
  */
-export function kybernateArgsForDouble(doubleDir: string): string[] {
+export function kybernateArgsForDouble(doubleDir: string, node?: { containerdSocket: string }): string[] {
   return [
     "--gpu-backend",
     "driver",
@@ -75,5 +76,6 @@ export function kybernateArgsForDouble(doubleDir: string): string[] {
     "",
     "--frozen-grace",
     "5",
+    ...(node ? ["--containerd-socket", node.containerdSocket] : []),
   ];
 }

@@ -1,6 +1,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { startAgent } from "../../agent/agent.js";
 import { createLogger } from "../../base/log.js";
+import { DEFAULT_CONTAINERD_SOCKET } from "../../containerd/tasks.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import type { BackendKind } from "../../gpu/select-backend.js";
 import type { CriuConfigOptions } from "../../plugin/criu-config.js";
@@ -8,6 +9,7 @@ import { parseSelector } from "../../plugin/selector.js";
 
 interface RunArgs {
   nriSocket: string;
+  containerdSocket: string;
   index: string;
   logLevel: string;
   select?: string;
@@ -37,6 +39,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
         type: "string",
         default: "/var/run/nri/nri.sock",
         describe: "containerd's NRI socket",
+      })
+      .option("containerd-socket", {
+        type: "string",
+        default: DEFAULT_CONTAINERD_SOCKET,
+        describe:
+          "containerd's gRPC socket (its Tasks API resumes a task after a caller's deadline cut its checkpoint)",
       })
       .option("index", { type: "string", default: "10", describe: 'plugin index "00"–"99" (call order)' })
       .option("log-level", {
@@ -100,7 +108,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option("frozen-grace", {
         type: "number",
         default: 30,
-        describe: "seconds a container may stay frozen after CRIU finished before kybernate thaws it",
+        describe:
+          "seconds a container may stay frozen after containerd stored CRIU's images before kybernate resumes it through containerd",
       })
       .option("criu-network-lock", {
         type: "string",
@@ -119,6 +128,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const log = createLogger(args.logLevel as "info");
     const agent = await startAgent({
       nriSocket: args.nriSocket,
+      containerdSocket: args.containerdSocket,
       pluginIndex: args.index.padStart(2, "0"),
       daemonSocket: args.socket,
       stateDir: args.stateDir,
