@@ -27,6 +27,8 @@ export class CheckpointCaller {
     readonly task: TaskRef,
     /** CRIU's image directory as a host path; undefined when CRIU gave none. */
     readonly imageDir: string | undefined,
+    /** CRIU's log (runc names it dump.log in its work directory), where a failure after pre-dump is told. */
+    readonly criuLog: string | undefined,
   ) {}
 
   static async find(
@@ -38,12 +40,14 @@ export class CheckpointCaller {
     const runc = runcPid ? await host.identify(runcPid) : undefined;
     const args = runcPid ? await host.commandLine(runcPid) : [];
     const imageDir = request.imageDir ? await host.realPath(request.imageDir) : undefined;
+    const criuLog = criu ? (await host.openFiles(criu.pid)).find((p) => p.endsWith(".log")) : undefined;
     return new CheckpointCaller(
       host,
       criu,
       runc,
       { namespace: namespaceOf(args) ?? CRI_NAMESPACE, containerId: request.containerId },
       imageDir,
+      criuLog,
     );
   }
 
@@ -78,6 +82,22 @@ export class CheckpointCaller {
   stop(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+  }
+
+  /**
+   * How CRIU's dump ended, from the end of its log (read once CRIU is gone): CRIU ends a good dump with
+   * "Dumping finished successfully" and names a failure in an "Error (file:line): …" line. Undefined when the
+   * log cannot be read (none named, removed by containerd).
+   */
+  async criuOutcome(): Promise<{ ok: true } | { ok: false; error: string } | undefined> {
+    if (!this.criuLog) return undefined;
+    const tail = await this.host.readTail(this.criuLog, 64 * 1024);
+    if (tail === undefined) return undefined;
+    if (/Dumping finished successfully/.test(tail)) return { ok: true };
+    // The last error before CRIU's closing "Dumping FAILED." is the one that names the cause.
+    const errors = tail.split("\n").filter((line) => /\bError \(/.test(line) && !/Dumping FAILED/.test(line));
+    const line = errors.at(-1) ?? tail.trim().split("\n").pop() ?? "no message";
+    return { ok: false, error: line.replace(/^\(\d+\.\d+\)\s*/, "").slice(0, 400) };
   }
 
   /** Whether containerd is done with CRIU's images (it removes the directory when it has stored or dropped them). */

@@ -2,7 +2,16 @@ import { access, realpath } from "node:fs/promises";
 import type { GpuBackend } from "../gpu/backend.js";
 import { discoverCudaProcesses } from "../gpu/discovery.js";
 import { ProcessCgroups } from "../host/cgroup.js";
-import { identify, isSameProcess, livingPids, parentOf, readCmdline, tracerOf } from "../host/proc.js";
+import {
+  identify,
+  isSameProcess,
+  livingPids,
+  openFds,
+  parentOf,
+  readCmdline,
+  tracerOf,
+} from "../host/proc.js";
+import { readTail } from "../host/tail.js";
 import type { HostView } from "./stage-context.js";
 
 /** The real host: /proc, the container's cgroups (read once per stage) and the driver through `backend`. */
@@ -24,6 +33,13 @@ export function hostView(backend: GpuBackend): HostView {
     parentOf: (pid) => parentOf(pid),
     commandLine: (pid) => readCmdline(pid),
     realPath: (path) => realpath(path).catch(() => undefined),
+    openFiles: async (pid) => {
+      const paths = await Promise.all(
+        (await openFds(pid)).map((fd) => realpath(fd.procPath).catch(() => "")),
+      );
+      return paths.filter((p) => p.startsWith("/"));
+    },
+    readTail: (path, bytes) => readTail(path, bytes),
     exists: (path) =>
       access(path).then(
         () => true,

@@ -59,6 +59,11 @@ export class ResumeWatchers {
     const t0 = performance.now();
     while (caller && !(await caller.poll()).criuGone && !this.stopping()) await delay(pollMs);
     const criuDone = performance.now();
+    // Only a dump that went on after a successful GPU stage can fail in CRIU itself.
+    const dump = entry.pids.length > 0 ? await caller?.criuOutcome() : undefined;
+    const dumpFailed = dump && !dump.ok ? `CRIU failed after the GPU stage: ${dump.error}` : undefined;
+    if (dump && !dump.ok)
+      log.warn({ criuError: dump.error, log: caller?.criuLog }, "CRIU failed after the GPU stage");
     let resumeAsked = false;
     let frozenSince: number | undefined;
     for (;;) {
@@ -70,7 +75,11 @@ export class ResumeWatchers {
         if (entry.pids.length > 0)
           log.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
         await ctx.journal.complete(entry.id);
-        ctx.containers.finished(entry.containerId, "checkpoint", { ok: true });
+        ctx.containers.finished(
+          entry.containerId,
+          "checkpoint",
+          dumpFailed ? { ok: false, error: dumpFailed } : { ok: true },
+        );
         return;
       }
       const frozen = freezer ? await freezer.isFrozen().catch(() => false) : false;
@@ -87,10 +96,12 @@ export class ResumeWatchers {
         ctx.metrics.record(record);
         // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.
         if (record.ok) ctx.metrics.repaired(caller ? "resume" : "recovery", alive.length);
+        // The GPU is back either way; the checkpoint itself succeeded only if CRIU's dump did.
+        const error = record.ok ? dumpFailed : describeFailure(record);
         ctx.containers.finished(entry.containerId, "checkpoint", {
-          ok: record.ok,
+          ok: !error,
           record,
-          ...(record.ok ? {} : { error: describeFailure(record) }),
+          ...(error ? { error } : {}),
         });
         log.info(
           {

@@ -43,6 +43,10 @@ export interface HostView {
   /** Where a path leads (a /proc/PID/fd/N link: the file it is open on), undefined when it leads nowhere. */
   realPath(path: string): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
+  /** The files a process holds open, as host paths. */
+  openFiles(pid: number): Promise<string[]>;
+  /** The end of a (log) file, undefined when it cannot be read. */
+  readTail(path: string, bytes: number): Promise<string | undefined>;
 }
 
 /** What the daemon asks of the container runtime (containerd's Tasks API in production). */

@@ -234,6 +234,12 @@ export class FakeHost implements HostView {
   async exists(path: string): Promise<boolean> {
     return this.paths.has(path);
   }
+  async openFiles(): Promise<string[]> {
+    return [];
+  }
+  async readTail(): Promise<string | undefined> {
+    return undefined;
+  }
 
   /**
    * A checkpoint under way: CRIU (9000, the hook's parent) run by runc (8999, in containerd namespace "k8s.io"),

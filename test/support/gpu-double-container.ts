@@ -2,6 +2,7 @@
  * The GPU double inside a CRI container on the test node: the mounts that make a container a GPU container
  * running the double, and the double's status as the workload sees it (read through CRI exec).
  */
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { MountSpec } from "../../src/cri/client.js";
@@ -37,6 +38,20 @@ export async function workloadStatuses(cri: TestCriClient, containerId: string):
     .split("\n")
     .filter((line) => line.startsWith("{"))
     .map((line) => JSON.parse(line) as WorkloadStatus);
+}
+
+/**
+ * The status of a double process read from the host, through its root (/proc/PID/root): for when CRI cannot
+ * exec into its container (containerd lists it UNKNOWN). `hostPid` is the process's pid on the host.
+ */
+export function workloadStatusOnHost(hostPid: number): WorkloadStatus | undefined {
+  const nsPid = /^NSpid:.*\s(\d+)$/m.exec(readFileSync(`/proc/${hostPid}/status`, "utf8"))?.[1];
+  const file = `/proc/${hostPid}/root${CONTAINER_FAKE_CUDA_DIR}/${nsPid}.json`;
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as WorkloadStatus;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
