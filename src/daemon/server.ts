@@ -54,8 +54,10 @@ export async function startDaemonServer(
   return server;
 }
 
+/** One request per connection: once its line is in, nothing more is read into it, so it runs once. */
 function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider, log: Logger): void {
   let buffered = "";
+  let taken = false;
   let answered = false;
   socket.setEncoding("utf8");
   const reply = (message: DaemonReply) => {
@@ -65,14 +67,19 @@ function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider,
   };
   socket.on("error", (error) => log.debug({ err: error }, "hook connection error"));
   socket.on("data", (chunk: string) => {
-    if (answered) return;
+    // Bytes after the request line are dropped (still read, so the connection closes normally).
+    if (taken) return;
     buffered += chunk;
-    if (buffered.length > MAX_REQUEST_BYTES) return reply({ ok: false, error: "request too large" });
     const newline = buffered.indexOf("\n");
-    if (newline < 0) return;
+    if (newline < 0 && buffered.length <= MAX_REQUEST_BYTES) return;
+    taken = true;
+    const line = newline < 0 ? "" : buffered.slice(0, newline);
+    buffered = "";
+    if (newline < 0 || line.length > MAX_REQUEST_BYTES)
+      return reply({ ok: false, error: "request too large" });
     let request: DaemonRequest;
     try {
-      request = parseRequest(buffered.slice(0, newline));
+      request = parseRequest(line);
     } catch (error) {
       return reply({ ok: false, error: (error as Error).message });
     }
