@@ -65,7 +65,7 @@ export class DriverCallPool {
     pools.add(this);
   }
 
-  /** Threads running a call now, and threads stuck in one. */
+  /** Its threads: running a call, waiting for one, stuck in one; and the calls waiting for a thread. */
   get stats(): { busy: number; idle: number; stuck: number; queued: number } {
     return {
       busy: this.busy.size,
@@ -102,7 +102,6 @@ export class DriverCallPool {
   /** Ends the idle threads; stuck ones cannot be ended (they end when their call returns). */
   close(): void {
     for (const slot of this.idle.splice(0)) void slot.worker.terminate();
-    if (this.busy.size === 0 && this.stuck.size === 0) pools.delete(this);
   }
 
   private pump(): void {
