@@ -1,10 +1,14 @@
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { FileRefused, readSmallRegularFile } from "../host/files.js";
 import type { ComputeApp, GpuInfo, GpuInventory } from "../host/nvidia-smi.js";
 import { openFds, parentOf } from "../host/proc.js";
 
 /** The file kybernate leaves in CRIU's image directory; it travels in the checkpoint's `checkpoint/` folder. */
 export const METADATA_FILE = "kybernate.json";
+
+/** kybernate writes a few KiB; anything near this is not its file. */
+export const MAX_METADATA_BYTES = 1024 * 1024;
 
 export interface CheckpointMetadata {
   schema: 1;
@@ -69,26 +73,125 @@ export async function writeMetadata(imageDir: string, metadata: CheckpointMetada
   return path;
 }
 
-/** The checkpoint's metadata, or undefined when it has none (taken without kybernate's metadata). */
+/**
+ * The checkpoint's metadata, or undefined when it has none (taken without kybernate's metadata). The archive
+ * may come from anywhere (a registry), so the file is read as untrusted: a link, a FIFO, a device, more than
+ * MAX_METADATA_BYTES, bad JSON or a field of the wrong type throw an Error that names the path and the
+ * problem and never quotes the content.
+ */
 export async function readMetadata(imageDir: string): Promise<CheckpointMetadata | undefined> {
-  let text: string;
+  const path = join(imageDir, METADATA_FILE);
+  let bytes: Buffer;
   try {
-    text = await readFile(join(imageDir, METADATA_FILE), "utf8");
-  } catch {
-    return undefined;
+    bytes = await readSmallRegularFile(path, MAX_METADATA_BYTES);
+  } catch (error) {
+    if (error instanceof FileRefused && error.problem === "missing") return undefined;
+    throw new Error(`the checkpoint's metadata cannot be used: ${(error as Error).message}`);
   }
-  const value = JSON.parse(text) as Partial<CheckpointMetadata>;
-  if (value.schema !== 1 || !Array.isArray(value.gpus))
-    throw new Error(
-      `${join(imageDir, METADATA_FILE)} is not kybernate checkpoint metadata of schema 1: written by a newer kybernate? Upgrade kybernate on this node`,
-    );
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    // V8's message quotes the text around the error: never put a file's bytes into an error.
+    throw new Error(`the checkpoint's metadata cannot be used: ${path} is not JSON`);
+  }
+  const problem = metadataProblem(value);
+  if (problem) throw new Error(`the checkpoint's metadata cannot be used: ${path}: ${problem}`);
   return value as CheckpointMetadata;
+}
+
+// ---- schema 1, every field a restore reads; a problem names the field, never its value ----
+
+const GPU_UUID = /^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_TEXT = 256;
+const MAX_ITEMS = 1024;
+
+/** The problem of a value at `field` (the whole sentence), or undefined when it fits. */
+type Check = (value: unknown, field: string) => string | undefined;
+
+const text: Check = (v, f) => {
+  if (typeof v !== "string") return `field ${f} must be a string`;
+  return v.length > MAX_TEXT ? `field ${f} must be at most ${MAX_TEXT} characters` : undefined;
+};
+const gpuUuid: Check = (v, f) =>
+  typeof v === "string" && GPU_UUID.test(v)
+    ? undefined
+    : `field ${f} must be a GPU UUID (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)`;
+const count: Check = (v, f) =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= 0
+    ? undefined
+    : `field ${f} must be a whole number >= 0`;
+const pid: Check = (v, f) =>
+  typeof v === "number" && Number.isSafeInteger(v) && v > 0
+    ? undefined
+    : `field ${f} must be a process id (a whole number > 0)`;
+const schemaOne: Check = (v, f) =>
+  v === 1 ? undefined : `field ${f} must be 1 (written by a newer kybernate? Upgrade kybernate on this node)`;
+
+const list =
+  (item: Check): Check =>
+  (v, f) => {
+    if (!Array.isArray(v)) return `field ${f} must be a list`;
+    if (v.length > MAX_ITEMS) return `field ${f} must have at most ${MAX_ITEMS} entries`;
+    for (const [i, entry] of v.entries()) {
+      const problem = item(entry, `${f}[${i}]`);
+      if (problem) return problem;
+    }
+    return undefined;
+  };
+
+const object =
+  (fields: Record<string, { check: Check; optional?: true }>): Check =>
+  (v, f) => {
+    if (typeof v !== "object" || v === null || Array.isArray(v))
+      return f ? `field ${f} must be an object` : "it is not a JSON object";
+    const o = v as Record<string, unknown>;
+    for (const [name, { check, optional }] of Object.entries(fields)) {
+      const field = f ? `${f}.${name}` : name;
+      if (!Object.hasOwn(o, name)) {
+        if (optional) continue;
+        return `field ${field} is missing`;
+      }
+      const problem = check(o[name], field);
+      if (problem) return problem;
+    }
+    return undefined;
+  };
+
+const metadataShape = object({
+  schema: { check: schemaOne },
+  kybernateVersion: { check: text },
+  createdAt: { check: text },
+  containerId: { check: text },
+  pod: { check: text, optional: true },
+  container: { check: text, optional: true },
+  driverVersion: { check: text, optional: true },
+  gpus: {
+    check: list(object({ uuid: { check: gpuUuid }, name: { check: text }, memoryMiB: { check: count } })),
+  },
+  processes: {
+    check: list(
+      object({
+        pid: { check: pid },
+        gpuUuids: { check: list(text) },
+        vramBytes: { check: count, optional: true },
+      }),
+    ),
+  },
+  vramBytesMoved: { check: count, optional: true },
+});
+
+/** What is wrong with a parsed kybernate.json (its first problem), or undefined when it is schema 1. */
+export function metadataProblem(value: unknown): string | undefined {
+  return metadataShape(value, "");
 }
 
 /**
  * The directory a restore's images were read from. At post-resume CRIU has already closed the image
  * directory that CRTOOLS_IMAGE_DIR names, but runc (CRIU's parent, waiting for it) still holds the fd it
- * passed to CRIU; so each directory fd of CRIU and of runc is tried for kybernate.json.
+ * passed to CRIU; so each directory fd of CRIU and of runc is tried for kybernate.json. Each probe is the
+ * untrusted reader's (a FIFO or a link there must not block or mislead it): a kybernate.json that is there
+ * but refused still names its directory, so that readMetadata refuses the restore with the reason.
  */
 export async function findMetadataDir(
   imageDir: string | undefined,
@@ -102,9 +205,12 @@ export async function findMetadataDir(
   }
   for (const dir of candidates) {
     try {
-      await readFile(join(dir, METADATA_FILE), { flag: "r" });
+      await readSmallRegularFile(join(dir, METADATA_FILE), MAX_METADATA_BYTES);
       return dir;
-    } catch {}
+    } catch (error) {
+      if (error instanceof FileRefused && error.problem === "missing") continue;
+      return dir;
+    }
   }
   return undefined;
 }

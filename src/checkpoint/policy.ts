@@ -137,7 +137,14 @@ export class NodePolicy implements CheckpointPolicy {
     try {
       metadata = dir ? await readMetadata(dir) : undefined;
     } catch (error) {
-      return { ok: false, error: (error as Error).message };
+      // A file that is there but hostile or malformed is no "checkpoint without metadata": restoring as is
+      // could put the processes onto GPUs nobody checked. Only a missing file means that.
+      const plan = {
+        ok: false as const,
+        error: `refusing to restore: ${(error as Error).message}; restore only a checkpoint kybernate wrote, unchanged`,
+      };
+      this.options.log.warn({ containerId: ctx.containerId, plan }, "GPU restore plan");
+      return plan;
     }
     const node = metadata ? await this.options.probe.inventory() : { gpus: [] };
     const container = resolveGpuRequest(ctx.gpuRequest, node.gpus);

@@ -1,4 +1,5 @@
-import { chmod, mkdir, rm } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { chmod, lstat, mkdir, rm } from "node:fs/promises";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { dirname } from "node:path";
 import { containerIdProblem } from "../base/container-id.js";
@@ -11,12 +12,25 @@ export type StatusProvider = () => DaemonStatusData;
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 
+/** sun_path holds 108 bytes with its NUL; the kernel (and Node) silently cut a longer path. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** Throws, naming the path and the fix, when the kernel would cut it and bind or reach another path. */
+export function assertSocketPathFits(socketPath: string): void {
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > MAX_SOCKET_PATH_BYTES)
+    throw new Error(
+      `--socket ${socketPath} is ${bytes} bytes long; a unix socket path may have at most ${MAX_SOCKET_PATH_BYTES}: give a shorter --socket`,
+    );
+}
+
 /**
  * Refuses to start beside a live daemon: a second kybernate would take over the hook's socket, and two
  * kybernate NRI plugins on one containerd make containerd fail every GPU container's creation (both set the
  * same annotations). A socket nobody answers on is what a crashed daemon left: it is replaced.
  */
 export async function assertNoLiveDaemon(socketPath: string): Promise<void> {
+  assertSocketPathFits(socketPath);
   const live = await new Promise<boolean>((resolve) => {
     const probe = connect(socketPath);
     probe.once("connect", () => {
@@ -33,8 +47,12 @@ export async function assertNoLiveDaemon(socketPath: string): Promise<void> {
 }
 
 /**
- * The root-only socket through which CRIU's action hook asks the daemon for GPU state changes. Only root
- * may connect: the directory is 0700 and the socket 0600.
+ * The root-only socket through which CRIU's action hook asks the daemon for GPU state changes. Only root may
+ * connect: the socket is 0600 from its bind on, in a directory only its owner may write to. A directory
+ * kybernate creates is made 0700; one that exists is left as it is (`--socket /run/kybernate.sock` must not
+ * make /run 0700), but refused when others may write to it (they could replace the socket). Whatever sits at
+ * the path is removed only when it is a socket (one a crashed daemon left; assertNoLiveDaemon has checked
+ * nobody answers on it).
  */
 export async function startDaemonServer(
   socketPath: string,
@@ -42,20 +60,75 @@ export async function startDaemonServer(
   status: StatusProvider,
   log: Logger,
 ): Promise<Server> {
-  await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
-  await chmod(dirname(socketPath), 0o700);
-  await rm(socketPath, { force: true });
+  assertSocketPathFits(socketPath);
+  await preparePrivateDir(dirname(socketPath));
+  await removeStaleSocket(socketPath);
   const server = createServer((socket) => serve(socket, coordinator, status, log));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(socketPath, () => resolve());
+    // Node binds within listen(): with this umask the socket is never reachable by others, not even briefly.
+    const umask = process.umask(0o177);
+    try {
+      server.listen(socketPath, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
   await chmod(socketPath, 0o600);
   return server;
 }
 
+async function preparePrivateDir(dir: string): Promise<void> {
+  let s: Stats;
+  try {
+    s = await lstat(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // mkdir's mode passes through the umask; this directory is kybernate's own.
+    await chmod(dir, 0o700);
+    return;
+  }
+  if (!s.isDirectory())
+    throw new Error(`the socket's directory ${dir} is not a directory: give a --socket in a directory`);
+  const uid = process.geteuid?.() ?? s.uid;
+  if (s.uid !== uid && s.uid !== 0)
+    throw new Error(
+      `the socket's directory ${dir} belongs to uid ${s.uid}, who could replace the socket: give a --socket in a directory of root's (the default: /run/kybernate/)`,
+    );
+  if (s.mode & 0o022)
+    throw new Error(
+      `the socket's directory ${dir} is writable by others (mode ${(s.mode & 0o7777).toString(8)}), who could replace the socket: give a --socket in a private directory (the default: /run/kybernate/)`,
+    );
+}
+
+async function removeStaleSocket(socketPath: string): Promise<void> {
+  let s: Stats;
+  try {
+    s = await lstat(socketPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  if (!s.isSocket())
+    throw new Error(
+      `${socketPath} exists and is not a socket (${kindOf(s)}): kybernate does not remove it; move it away or give another --socket`,
+    );
+  await rm(socketPath, { force: true });
+}
+
+function kindOf(s: Stats): string {
+  if (s.isFile()) return "a regular file";
+  if (s.isDirectory()) return "a directory";
+  if (s.isSymbolicLink()) return "a symbolic link";
+  if (s.isFIFO()) return "a FIFO";
+  return "a special file";
+}
+
+/** One request per connection: once its line is in, nothing more is read into it, so it runs once. */
 function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider, log: Logger): void {
   let buffered = "";
+  let taken = false;
   let answered = false;
   socket.setEncoding("utf8");
   const reply = (message: DaemonReply) => {
@@ -65,14 +138,19 @@ function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider,
   };
   socket.on("error", (error) => log.debug({ err: error }, "hook connection error"));
   socket.on("data", (chunk: string) => {
-    if (answered) return;
+    // Bytes after the request line are dropped (still read, so the connection closes normally).
+    if (taken) return;
     buffered += chunk;
-    if (buffered.length > MAX_REQUEST_BYTES) return reply({ ok: false, error: "request too large" });
     const newline = buffered.indexOf("\n");
-    if (newline < 0) return;
+    if (newline < 0 && buffered.length <= MAX_REQUEST_BYTES) return;
+    taken = true;
+    const line = newline < 0 ? "" : buffered.slice(0, newline);
+    buffered = "";
+    if (newline < 0 || line.length > MAX_REQUEST_BYTES)
+      return reply({ ok: false, error: "request too large" });
     let request: DaemonRequest;
     try {
-      request = parseRequest(buffered.slice(0, newline));
+      request = parseRequest(line);
     } catch (error) {
       return reply({ ok: false, error: (error as Error).message });
     }

@@ -1,7 +1,7 @@
 import type { Deadline } from "../base/deadline.js";
 import { ProcessCgroups, processesOfCgroup, resolveCgroupDir } from "../host/cgroup.js";
 import { isNvidiaDevicePath } from "../host/nvidia.js";
-import { fdTargets, mappedFiles, readStat } from "../host/proc.js";
+import { describeHalt, fdTargets, haltOf, mappedFiles, readStat } from "../host/proc.js";
 import type { GpuBackend } from "./backend.js";
 import type { ProcessState } from "./types.js";
 
@@ -40,6 +40,12 @@ export interface Discovery {
   /** The CUDA processes and the state the driver reported. */
   cuda: Array<{ pid: number; state: ProcessState }>;
   skipped: Array<{ pid: number; reason: string }>;
+  /**
+   * mode "held": processes holding an NVIDIA device that are stopped or traced ("stopped (state T)"), never
+   * asked about (the driver blocks on them): a freeze must refuse while there are any. Always set by
+   * discoverCudaProcesses; optional for stand-ins that know no such process.
+   */
+  stopped?: Array<{ pid: number; reason: string }>;
 }
 
 /** The processes of a container that hold CUDA state, without helpers or cuda-checkpoint itself. */
@@ -55,6 +61,7 @@ export async function discoverCudaProcesses(opts: DiscoverOptions): Promise<Disc
     candidates = await processesOfCgroup(cgroupDir);
   }
   const skipped: Discovery["skipped"] = [];
+  const stopped: NonNullable<Discovery["stopped"]> = [];
   const cuda: Discovery["cuda"] = [];
   await Promise.all(
     candidates.map(async (pid) => {
@@ -65,6 +72,8 @@ export async function discoverCudaProcesses(opts: DiscoverOptions): Promise<Disc
       if (stat.state === "Z") return skipped.push({ pid, reason: "zombie" });
       if (opts.mode === "held" && !(await holdsDevice(pid, opts.deviceMatch)))
         return skipped.push({ pid, reason: "holds no NVIDIA device" });
+      const halt = await haltOf(pid);
+      if (halt) return (opts.mode === "held" ? stopped : skipped).push({ pid, reason: describeHalt(halt) });
       try {
         const state = await opts.backend.getState(pid, opts.deadline ? { deadline: opts.deadline } : {});
         cuda.push({ pid, state });
@@ -75,5 +84,6 @@ export async function discoverCudaProcesses(opts: DiscoverOptions): Promise<Disc
   );
   cuda.sort((a, b) => a.pid - b.pid);
   skipped.sort((a, b) => a.pid - b.pid);
-  return { ...(cgroupDir ? { cgroupDir } : {}), candidates, cuda, skipped };
+  stopped.sort((a, b) => a.pid - b.pid);
+  return { ...(cgroupDir ? { cgroupDir } : {}), candidates, cuda, skipped, stopped };
 }

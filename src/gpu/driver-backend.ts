@@ -1,11 +1,7 @@
 import koffi, { type LibraryHandle } from "koffi";
 import { type CallOptions, callDeadline, type GpuBackend, withinDeadline } from "./backend.js";
+import { type DriverCall, DriverCallPool, type DriverPoolOptions } from "./driver-pool.js";
 import { type DeviceMap, GpuError, type GpuOp, type ProcessState, uuidBytes } from "./types.js";
-
-// koffi's async calls run on libuv's thread pool (4 threads unless UV_THREADPOOL_SIZE is set before the pool
-// first starts). A set of N processes needs N threads to run truly in parallel, and a hung driver call keeps
-// its thread; a bigger pool keeps both from starving file I/O. Too late (harmless) if the pool already ran.
-process.env.UV_THREADPOOL_SIZE ??= "32";
 
 /** Where libcuda.so.1 is looked for when no path is given: the loader's search, then common driver dirs. */
 export const libcudaCandidates = [
@@ -17,37 +13,25 @@ export const libcudaCandidates = [
 
 const loaded = new Set<LibraryHandle>();
 
-type AsyncFn = { async: (...args: unknown[]) => void };
-
-const CUuuid = koffi.struct("kyb_CUuuid", { bytes: koffi.array("uint8_t", 16, "Array") });
-const GpuPair = koffi.struct("kyb_CUcheckpointGpuPair", { oldUuid: CUuuid, newUuid: CUuuid });
-const LockArgs = koffi.struct("kyb_CUcheckpointLockArgs", {
-  timeoutMs: "uint32_t",
-  reserved0: "uint32_t",
-  reserved1: koffi.array("uint64_t", 7),
-});
-const RestoreArgs = koffi.struct("kyb_CUcheckpointRestoreArgs", {
-  gpuPairs: koffi.pointer(GpuPair),
-  gpuPairsCount: "uint32_t",
-  reserved: koffi.array("uint8_t", 52 - 8),
-  reserved1: "uint64_t",
-});
+/** Sizes of the driver threads (driver-pool.ts). */
+export type DriverBackendOptions = Pick<DriverPoolOptions, "maxThreads" | "maxStuck">;
 
 /**
- * The driver API directly: libcuda.so.1's cuCheckpointProcess* (r570+), loaded with koffi. Blocking calls go
- * through koffi's async path (a worker thread), each raced against its deadline.
+ * The driver API directly: libcuda.so.1's cuCheckpointProcess* (r570+), loaded with koffi. The blocking calls
+ * run on kybernate's own driver threads (driver-pool.ts), each raced against its deadline; the quick ones
+ * (cuInit, error texts) here.
  */
 export class DriverBackend implements GpuBackend {
   readonly kind = "driver" as const;
   readonly description: string;
   readonly libraryPath: string;
   readonly driverVersion: number;
-  private readonly fn: Record<"getState" | "lock" | "checkpoint" | "restore" | "unlock" | "tid", AsyncFn>;
+  private readonly pool: DriverCallPool;
   private readonly errorString: (code: number, out: (string | null)[]) => number;
   private readonly errorName: (code: number, out: (string | null)[]) => number;
 
   /** Throws an Error that says what to fix when the library cannot be loaded or is too old. */
-  constructor(libraryPath?: string) {
+  constructor(libraryPath?: string, options: DriverBackendOptions = {}) {
     const tried: string[] = [];
     let lib: LibraryHandle | undefined;
     let path = "";
@@ -73,14 +57,16 @@ export class DriverBackend implements GpuBackend {
       const cuDriverGetVersion = lib.func("int cuDriverGetVersion(_Out_ int *version)");
       this.errorString = lib.func("int cuGetErrorString(int error, _Out_ const char **str)");
       this.errorName = lib.func("int cuGetErrorName(int error, _Out_ const char **str)");
-      this.fn = {
-        getState: lib.func("int cuCheckpointProcessGetState(int pid, _Out_ int *state)"),
-        tid: lib.func("int cuCheckpointProcessGetRestoreThreadId(int pid, _Out_ int *tid)"),
-        lock: lib.func("cuCheckpointProcessLock", "int", ["int", koffi.pointer(LockArgs)]),
-        checkpoint: lib.func("int cuCheckpointProcessCheckpoint(int pid, void *args)"),
-        restore: lib.func("cuCheckpointProcessRestore", "int", ["int", koffi.pointer(RestoreArgs)]),
-        unlock: lib.func("int cuCheckpointProcessUnlock(int pid, void *args)"),
-      };
+      // Declared here so that a library without the checkpoint API is refused now, not at the first call.
+      for (const name of [
+        "cuCheckpointProcessGetState",
+        "cuCheckpointProcessGetRestoreThreadId",
+        "cuCheckpointProcessLock",
+        "cuCheckpointProcessCheckpoint",
+        "cuCheckpointProcessRestore",
+        "cuCheckpointProcessUnlock",
+      ])
+        lib.func(name, "int", ["int", "void *"]);
       const rc = cuInit(0) as number;
       if (rc !== 0) {
         loaded.delete(lib);
@@ -99,6 +85,7 @@ export class DriverBackend implements GpuBackend {
       );
     }
     this.description = `libcuda ${path} (CUDA driver API ${this.driverVersion})`;
+    this.pool = new DriverCallPool({ libraryPath: path, ...options });
   }
 
   /** "the operation cannot be performed in the present state" style text plus its name. */
@@ -124,60 +111,50 @@ export class DriverBackend implements GpuBackend {
     });
   }
 
-  private call(pid: number, op: GpuOp, fn: AsyncFn, args: unknown[], opts?: CallOptions): Promise<void> {
+  private async call(call: DriverCall, opts?: CallOptions): Promise<number> {
+    const { pid, op } = call;
     const deadline = callDeadline(op, opts);
-    const p = new Promise<void>((resolve, reject) => {
-      fn.async(...args, (err: Error | null, rc: number) => {
-        if (err)
-          reject(new GpuError({ pid, op, code: "BACKEND_FAILURE", driverMessage: `koffi: ${err.message}` }));
-        else if (rc !== 0) reject(this.errorFor(pid, op, rc));
-        else resolve();
-      });
+    const reply = this.pool.run(call, deadline.signal).then((r) => {
+      if ("error" in r)
+        throw new GpuError({ pid, op, code: "BACKEND_FAILURE", driverMessage: `koffi: ${r.error}` });
+      if (r.rc !== 0) throw this.errorFor(pid, op, r.rc);
+      return r.value ?? 0;
     });
-    return withinDeadline(pid, op, deadline, p);
+    return withinDeadline(pid, op, deadline, reply);
   }
 
   async getState(pid: number, opts?: CallOptions): Promise<ProcessState> {
-    const out = [0];
-    await this.call(pid, "getState", this.fn.getState, [pid, out], opts);
-    return out[0] as ProcessState;
+    return (await this.call({ op: "getState", pid }, opts)) as ProcessState;
   }
 
-  lock(pid: number, timeoutMs: number, opts?: CallOptions): Promise<void> {
-    const args = { timeoutMs, reserved0: 0, reserved1: [0, 0, 0, 0, 0, 0, 0] };
-    return this.call(pid, "lock", this.fn.lock, [pid, args], opts);
+  async lock(pid: number, timeoutMs: number, opts?: CallOptions): Promise<void> {
+    await this.call({ op: "lock", pid, lockTimeoutMs: timeoutMs }, opts);
   }
 
-  checkpoint(pid: number, opts?: CallOptions): Promise<void> {
-    return this.call(pid, "checkpoint", this.fn.checkpoint, [pid, null], opts);
+  async checkpoint(pid: number, opts?: CallOptions): Promise<void> {
+    await this.call({ op: "checkpoint", pid }, opts);
   }
 
-  restore(pid: number, deviceMap?: DeviceMap, opts?: CallOptions): Promise<void> {
-    if (!deviceMap?.length) return this.call(pid, "restore", this.fn.restore, [pid, null], opts);
-    const pairs = deviceMap.map((p) => ({
-      oldUuid: { bytes: uuidBytes(p.from) },
-      newUuid: { bytes: uuidBytes(p.to) },
-    }));
-    const args = {
-      gpuPairs: pairs,
-      gpuPairsCount: pairs.length,
-      reserved: new Array(44).fill(0),
-      reserved1: 0,
-    };
-    return this.call(pid, "restore", this.fn.restore, [pid, args], opts);
+  async restore(pid: number, deviceMap?: DeviceMap, opts?: CallOptions): Promise<void> {
+    const pairs = deviceMap?.map((p) => ({ from: uuidBytes(p.from), to: uuidBytes(p.to) }));
+    await this.call({ op: "restore", pid, ...(pairs?.length ? { pairs } : {}) }, opts);
   }
 
-  unlock(pid: number, opts?: CallOptions): Promise<void> {
-    return this.call(pid, "unlock", this.fn.unlock, [pid, null], opts);
+  async unlock(pid: number, opts?: CallOptions): Promise<void> {
+    await this.call({ op: "unlock", pid }, opts);
   }
 
-  async getRestoreThreadId(pid: number, opts?: CallOptions): Promise<number> {
-    const out = [0];
-    await this.call(pid, "getRestoreThreadId", this.fn.tid, [pid, out], opts);
-    return out[0] ?? 0;
+  getRestoreThreadId(pid: number, opts?: CallOptions): Promise<number> {
+    return this.call({ op: "getRestoreThreadId", pid }, opts);
   }
 
+  /** Driver threads busy, idle and stuck (for logs and tests). */
+  get threads(): DriverCallPool["stats"] {
+    return this.pool.stats;
+  }
+
+  /** Ends the idle driver threads; the library stays loaded (see `loaded`). */
   close(): void {
-    // Nothing to release: the library stays loaded (see `loaded`).
+    this.pool.close();
   }
 }

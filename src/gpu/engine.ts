@@ -1,7 +1,7 @@
 import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import { silentLogger } from "../base/log.js";
-import { residentBytes } from "../host/proc.js";
+import { describeHalt, type Halt, haltOf, residentBytes } from "../host/proc.js";
 import type { CallOptions, GpuBackend } from "./backend.js";
 import { type DeviceMap, GpuError, type GpuOp, ProcessState, type StateName, stateName } from "./types.js";
 
@@ -56,6 +56,8 @@ export interface EngineOptions {
   rollbackMs?: number;
   /** Measure VmRSS around each operation (two /proc reads per process). Default true. */
   measureVram?: boolean;
+  /** Whether a process is stopped or traced (default: its /proc status); tests of fake pids replace it. */
+  haltOf?: (pid: number) => Promise<Halt | undefined>;
 }
 
 interface Chain {
@@ -86,6 +88,7 @@ export class GpuEngine {
   private readonly lockTimeoutMs: number;
   private readonly rollbackMs: number;
   private readonly measureVram: boolean;
+  private readonly haltOf: (pid: number) => Promise<Halt | undefined>;
 
   constructor(opts: EngineOptions) {
     this.backend = opts.backend;
@@ -93,6 +96,7 @@ export class GpuEngine {
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
     this.rollbackMs = opts.rollbackMs ?? 120_000;
     this.measureVram = opts.measureVram ?? true;
+    this.haltOf = opts.haltOf ?? ((pid) => haltOf(pid));
   }
 
   checkpoint(pids: number[], deadline?: Deadline): Promise<OperationRecord> {
@@ -117,6 +121,8 @@ export class GpuEngine {
     return Promise.all(
       pids.map(async (pid) => {
         try {
+          const halt = await this.haltOf(pid);
+          if (halt) return { pid, error: haltError(halt, "getState") };
           return { pid, state: stateName(await this.backend.getState(pid, call)) };
         } catch (err) {
           return { pid, error: asGpuError(err, pid, "getState") };
@@ -139,24 +145,37 @@ export class GpuEngine {
     const chains = pids.map((pid): Chain => ({ rec: { pid, skipped: false, phasesMs: {} } }));
     this.log.info({ op, pids, backend: this.backend.description }, `gpu ${op} starting`);
 
-    await Promise.all(
-      chains.map(async (c) => {
-        try {
-          if (op === "checkpoint") await this.checkpointOne(c, run);
-          else await this.restoreOne(c, deviceMap, run);
-        } catch (err) {
-          const e = asGpuError(err, c.rec.pid, "getState");
-          e.state ??= c.known;
-          failures.push(e);
-          c.rec.error = e.toJSON();
-          run.aborted = true;
-        }
-        if (c.known !== undefined) c.rec.endState = stateName(c.known);
-      }),
-    );
+    // The driver blocks on a stopped or traced process until it runs again (H200: even GetState), so such a
+    // set is refused before any call; no process of it was touched, so there is nothing to roll back.
+    const halts = await Promise.all(pids.map((pid) => this.haltOf(pid).catch(() => undefined)));
+    for (const [i, halt] of halts.entries()) {
+      const c = chains[i];
+      if (!halt || !c) continue;
+      const e = haltError(halt, "getState");
+      failures.push(e);
+      c.rec.error = e.toJSON();
+    }
+
+    const refused = failures.length > 0;
+    if (!refused)
+      await Promise.all(
+        chains.map(async (c) => {
+          try {
+            if (op === "checkpoint") await this.checkpointOne(c, run);
+            else await this.restoreOne(c, deviceMap, run);
+          } catch (err) {
+            const e = asGpuError(err, c.rec.pid, "getState");
+            e.state ??= c.known;
+            failures.push(e);
+            c.rec.error = e.toJSON();
+            run.aborted = true;
+          }
+          if (c.known !== undefined) c.rec.endState = stateName(c.known);
+        }),
+      );
 
     let rollback: RollbackRecord | undefined;
-    if (failures.length && rollbackOnFailure) rollback = await this.rollback(chains, deviceMap);
+    if (failures.length && rollbackOnFailure && !refused) rollback = await this.rollback(chains, deviceMap);
 
     const record = summarize(
       op,
@@ -354,6 +373,19 @@ export class GpuEngine {
       processes,
     };
   }
+}
+
+function haltError(halt: Halt, op: GpuOp): GpuError {
+  const traced = halt.tracerPid !== 0;
+  return new GpuError({
+    pid: halt.pid,
+    op,
+    code: traced ? "PROCESS_TRACED" : "PROCESS_STOPPED",
+    driverMessage: `not asked: pid ${halt.pid} is ${describeHalt(halt)}, and the driver blocks on such a process until it runs again`,
+    hint: traced
+      ? `detach the debugger or tracer (pid ${halt.tracerPid}) from pid ${halt.pid}, then try again`
+      : `continue it with \`kill -CONT ${halt.pid}\`, then try again`,
+  });
 }
 
 function asGpuError(err: unknown, pid: number, op: GpuOp): GpuError {

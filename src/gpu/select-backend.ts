@@ -12,6 +12,8 @@ export interface BackendOptions {
   /** cuda-checkpoint path (default: $KYBERNATE_CUDA_CHECKPOINT, else `cuda-checkpoint` on PATH). */
   cudaCheckpoint?: string;
   logger?: Logger;
+  /** The driver backend's threads: how many calls may run at once (default 16), and as many may be stuck. */
+  driverThreads?: number;
 }
 
 /** auto: the driver API when libcuda.so.1 loads (and cuInit succeeds), else NVIDIA's cuda-checkpoint tool. */
@@ -21,7 +23,10 @@ export function openBackend(opts: BackendOptions = {}): GpuBackend {
   const tool = opts.cudaCheckpoint ?? (process.env.KYBERNATE_CUDA_CHECKPOINT || "cuda-checkpoint");
   if (kind === "binary") return new BinaryBackend(tool);
   try {
-    return new DriverBackend(libcuda);
+    return new DriverBackend(
+      libcuda,
+      opts.driverThreads ? { maxThreads: opts.driverThreads, maxStuck: opts.driverThreads } : {},
+    );
   } catch (err) {
     if (kind === "driver") throw err;
     opts.logger?.info(

@@ -18,7 +18,9 @@ export type GpuOp = "getState" | "lock" | "checkpoint" | "restore" | "unlock" | 
 
 /**
  * code: the CUDA error name (e.g. CUDA_ERROR_ILLEGAL_STATE) when the driver answered; DEADLINE_EXCEEDED when
- * kybernate stopped waiting; BACKEND_FAILURE when the backend itself failed (tool missing, output unreadable).
+ * kybernate stopped waiting; BACKEND_FAILURE when the backend itself failed (tool missing, output unreadable);
+ * PROCESS_STOPPED / PROCESS_TRACED when kybernate did not ask the driver about a stopped or traced process;
+ * DRIVER_CALLS_STUCK when too many earlier calls are still stuck in the driver to make another.
  */
 export type GpuErrorCode = string;
 

@@ -193,6 +193,32 @@ export async function livingPids(pids: readonly number[], root = PROC_ROOT): Pro
   return alive.filter((pid) => pid !== 0);
 }
 
+/** Why a process cannot run on: stopped by a signal (job control), or held by a tracer. */
+export interface Halt {
+  pid: number;
+  /** The state letter: "T" stopped, "t" tracing stop; a running traced process keeps its own ("S", "R"). */
+  state: string;
+  /** The tracer, 0 when none. */
+  tracerPid: number;
+}
+
+/**
+ * The process's halt, or undefined when it can run (or is gone). On the H200 even the driver's
+ * cuCheckpointProcessGetState blocks until a stopped process continues, so callers ask this first.
+ */
+export async function haltOf(pid: number, root = PROC_ROOT): Promise<Halt | undefined> {
+  const s = await readStatus(pid, root);
+  if (!s) return undefined;
+  if (s.state === "T" || s.state === "t" || s.tracerPid !== 0)
+    return { pid, state: s.state, tracerPid: s.tracerPid };
+  return undefined;
+}
+
+/** "stopped (state T)", "traced by pid 812 (state t)": for reasons and errors. */
+export function describeHalt(h: Halt): string {
+  return h.tracerPid !== 0 ? `traced by pid ${h.tracerPid} (state ${h.state})` : `stopped (state ${h.state})`;
+}
+
 /** Pid of the process ptrace-attached to `pid` (0 when none), or undefined when the process is gone. */
 export async function tracerOf(pid: number, root = PROC_ROOT): Promise<number | undefined> {
   return (await readStatus(pid, root))?.tracerPid;

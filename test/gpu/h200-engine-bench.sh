@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PATH:/opt/kyb/bin:/usr/local/cuda/bin"
-export UV_THREADPOOL_SIZE="${UV_THREADPOOL_SIZE:-32}"
 [[ -d /usr/local/nvidia/lib64 ]] && export LD_LIBRARY_PATH="/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 command -v node >/dev/null || { echo "h200-engine-bench: no node on PATH (bring the gpu-lab bundle: source ../shared/gpu-lab/enter.sh)" >&2; exit 2; }
 [[ -f dist/test/bench/gpu-engine.js ]] || { echo "h200-engine-bench: dist/ missing: run npm run build first and bring dist/ along" >&2; exit 2; }

@@ -1,8 +1,10 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { Deadline } from "../../base/deadline.js";
 import { createLogger, type Logger, silentLogger } from "../../base/log.js";
 import type { CriClient } from "../../cri/client.js";
 import type { GpuBackend } from "../../gpu/backend.js";
 import { discoverCudaProcesses } from "../../gpu/discovery.js";
+import { exitProcess } from "../../gpu/driver-pool.js";
 import { GpuEngine, type OperationRecord } from "../../gpu/engine.js";
 import { type BackendKind, openBackend } from "../../gpu/select-backend.js";
 import { parseDeviceMap } from "../../gpu/types.js";
@@ -21,6 +23,11 @@ export interface GpuCommandOptions {
   cudaCheckpoint?: string;
   libcuda?: string;
   lockTimeoutMs?: number;
+  /**
+   * The whole command's deadline: discovery and every driver call run inside it; a rollback after a failure
+   * gets as long again. Default: DEFAULT_GPU_TIMEOUT_S from now.
+   */
+  deadline?: Deadline;
   /** `old=new,…` GPU UUIDs, for thaw. */
   deviceMap?: string;
   /** Print the operation record as JSON instead of a summary. */
@@ -38,14 +45,18 @@ export interface GpuCommandResult {
   states?: Array<{ pid: number; state?: string; error?: string }>;
 }
 
+export const DEFAULT_GPU_TIMEOUT_S = 120;
+
 /**
  * `kybernate gpu state|freeze|thaw`: what the CLI calls. Returns the exit code (0 ok, 1 GPU failure, 2 bad
- * target) and prints results; the caller should exit the process afterwards, since a driver call cut by its
- * deadline may keep a worker thread busy.
+ * target) and prints results; the caller should exit the process afterwards with exitProcess(), since a
+ * driver call cut by its deadline may keep a driver thread stuck.
  */
 export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommandResult> {
   const print = opts.print ?? ((l: string) => process.stdout.write(`${l}\n`));
   const logger = opts.logger ?? silentLogger;
+  const deadline =
+    opts.deadline ?? Deadline.after(DEFAULT_GPU_TIMEOUT_S * 1000, { what: `kybernate gpu ${opts.action}` });
   let backend: GpuBackend;
   try {
     backend =
@@ -72,8 +83,16 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
         ...(opts.initPid ? { initPid: opts.initPid } : {}),
         backend,
         mode: opts.action === "freeze" ? "held" : "any",
+        deadline,
       });
       logger.debug({ discovery: d }, "gpu discovery");
+      if (d.stopped?.length) {
+        print(
+          `kybernate gpu: refusing to ${opts.action}: ${d.stopped.map((s) => `pid ${s.pid} is ${s.reason}`).join("; ")}; ` +
+            "the driver blocks on such a process until it runs again: continue it (kill -CONT PID) or detach its debugger",
+        );
+        return { exitCode: 1 };
+      }
       pids = d.cuda.map((c) => c.pid);
       if (!pids.length) {
         print(
@@ -91,10 +110,11 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
   const engine = new GpuEngine({
     backend,
     logger,
+    rollbackMs: Math.max(1000, deadline.remaining()),
     ...(opts.lockTimeoutMs !== undefined ? { lockTimeoutMs: opts.lockTimeoutMs } : {}),
   });
   if (opts.action === "state") {
-    const states = (await engine.states(pids)).map((s) => ({
+    const states = (await engine.states(pids, deadline)).map((s) => ({
       pid: s.pid,
       ...(s.state ? { state: s.state } : {}),
       ...(s.error ? { error: s.error.message } : {}),
@@ -108,8 +128,8 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
   try {
     record =
       opts.action === "freeze"
-        ? await engine.checkpoint(pids)
-        : await engine.restore(pids, opts.deviceMap ? parseDeviceMap(opts.deviceMap) : undefined);
+        ? await engine.checkpoint(pids, deadline)
+        : await engine.restore(pids, opts.deviceMap ? parseDeviceMap(opts.deviceMap) : undefined, deadline);
   } catch (err) {
     print(`kybernate gpu: ${(err as Error).message}`);
     return { exitCode: 2 };
@@ -182,6 +202,7 @@ interface GpuArgs extends EndpointArgs, GpuBackendArgs {
   container?: string;
   cgroup?: string;
   lockTimeout?: number;
+  timeout: number;
   deviceMap?: string;
   json: boolean;
   logLevel: string;
@@ -205,6 +226,11 @@ export const gpuCommand: CommandModule<object, GpuArgs> = {
             describe: `a cgroup (full ${CGROUP_ROOT}/... path or hierarchy-relative)`,
           })
           .option("lock-timeout", { type: "number", describe: "the driver's lock timeout, ms (freeze)" })
+          .option("timeout", {
+            type: "number",
+            default: DEFAULT_GPU_TIMEOUT_S,
+            describe: "seconds the command may take; a rollback after a failure gets as long again",
+          })
           .option("device-map", { type: "string", describe: "old=new,… GPU UUIDs to remap on thaw" })
           .option("json", {
             type: "boolean",
@@ -231,6 +257,7 @@ export const gpuCommand: CommandModule<object, GpuArgs> = {
     } finally {
       cri?.close();
     }
+    if (!(args.timeout > 0)) exitWithError("gpu", new CliError("--timeout takes a number of seconds > 0", 2));
     const result = await runGpuCommand({
       action: args.action,
       ...target,
@@ -238,11 +265,12 @@ export const gpuCommand: CommandModule<object, GpuArgs> = {
       ...(args.libcuda ? { libcuda: args.libcuda } : {}),
       ...(args.cudaCheckpoint ? { cudaCheckpoint: args.cudaCheckpoint } : {}),
       ...(args.lockTimeout !== undefined ? { lockTimeoutMs: args.lockTimeout } : {}),
+      deadline: Deadline.after(args.timeout * 1000, { what: `kybernate gpu ${args.action}` }),
       ...(args.deviceMap ? { deviceMap: args.deviceMap } : {}),
       json: args.json,
       logger: createLogger(args.logLevel as "warn"),
     });
-    // runGpuCommand's contract: a driver call cut by its deadline may keep a worker thread busy.
-    process.exit(result.exitCode);
+    // runGpuCommand's contract: a driver call cut by its deadline may keep a driver thread stuck.
+    exitProcess(result.exitCode);
   },
 };

@@ -76,7 +76,19 @@ static int ns_pid_of(int pid) {
   return ns;
 }
 
+/* FAKE_CUDA_CALL_LOG=FILE: one line "op pid" per call, appended before anything else, so a test sees which
+ * calls reached the "driver" at all (e.g. none for a stopped process). */
+static void log_call(const char *op, int pid) {
+  const char *path = getenv("FAKE_CUDA_CALL_LOG");
+  if (!path) return;
+  FILE *f = fopen(path, "a");
+  if (!f) return;
+  fprintf(f, "%s %d\n", op, pid);
+  fclose(f);
+}
+
 int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *value) {
+  log_call(op, pid);
   char procdir[64];
   struct stat st;
   snprintf(procdir, sizeof procdir, "/proc/%d", pid);
