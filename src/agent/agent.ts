@@ -13,7 +13,7 @@ import { hostView } from "../daemon/host-view.js";
 import { Journal } from "../daemon/journal.js";
 import { PlanStore } from "../daemon/plan-store.js";
 import { HOOK_REPLY_MARGIN_MS } from "../daemon/protocol.js";
-import { assertNoLiveDaemon, startDaemonServer } from "../daemon/server.js";
+import { assertNoLiveDaemon, closeDaemonServer, startDaemonServer } from "../daemon/server.js";
 import { GpuEngine } from "../gpu/engine.js";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
@@ -168,7 +168,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     stub,
     async stop() {
       await stub.stop();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeDaemonServer(server);
       await coordinator.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       backend.close();

@@ -157,6 +157,20 @@ async function moveToHost(
   try {
     const discoverStarted = performance.now();
     const found = await container.discover("held", deadline);
+    if (found.stopped?.length) {
+      // The driver blocks on a stopped or traced process, even to tell its state: refuse before any call.
+      const who = found.stopped.map((p) => `process ${p.pid} ${p.reason}`).join("; ");
+      ctx.metrics.result("checkpoint", "refused");
+      const pids = found.stopped.map((p) => p.pid).join(" ");
+      return {
+        kind: "untouched",
+        reply: fail(
+          ctx,
+          request,
+          `refusing to checkpoint: ${who}; the driver blocks on a stopped or traced process: continue it (kill -CONT ${pids}) or detach its debugger, then checkpoint again`,
+        ),
+      };
+    }
     const pids = found.cuda.filter((p) => p.state === ProcessState.RUNNING).map((p) => p.pid);
     const discoveryMs = performance.now() - discoverStarted;
     ctx.metrics.phase("discover", discoveryMs);

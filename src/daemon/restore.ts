@@ -101,7 +101,8 @@ async function planRestore(
       ...(gpuRequest ? { gpuRequest } : {}),
     })
     .catch((error: Error) => {
-      // An archive kybernate wrote no metadata into is no reason to refuse, nor to leave processes CHECKPOINTED.
+      // The policy refuses a hostile or invalid kybernate.json itself; an error here is the GPU inventory or
+      // worse, no reason to leave the processes CHECKPOINTED.
       log.warn(
         { err: error },
         "no restore plan (checkpoint metadata unreadable); restoring onto the same GPUs",

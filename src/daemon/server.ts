@@ -54,6 +54,18 @@ export async function assertNoLiveDaemon(socketPath: string): Promise<void> {
  * the path is removed only when it is a socket (one a crashed daemon left; assertNoLiveDaemon has checked
  * nobody answers on it).
  */
+const connections = new WeakMap<Server, Set<Socket>>();
+
+/**
+ * Stops serving: no new connection, and the open ones (a hook waiting for its answer) are cut. A hook cut off
+ * fails its CRIU stage, which fails the checkpoint cleanly; what the daemon had started stays in its journal.
+ */
+export async function closeDaemonServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  for (const socket of connections.get(server) ?? []) socket.destroy();
+  await closed;
+}
+
 export async function startDaemonServer(
   socketPath: string,
   coordinator: Coordinator,
@@ -63,7 +75,13 @@ export async function startDaemonServer(
   assertSocketPathFits(socketPath);
   await preparePrivateDir(dirname(socketPath));
   await removeStaleSocket(socketPath);
-  const server = createServer((socket) => serve(socket, coordinator, status, log));
+  const open = new Set<Socket>();
+  const server = createServer((socket) => {
+    open.add(socket);
+    socket.once("close", () => open.delete(socket));
+    serve(socket, coordinator, status, log);
+  });
+  connections.set(server, open);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     // Node binds within listen(): with this umask the socket is never reachable by others, not even briefly.

@@ -342,7 +342,14 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
     plans: new PlanStore(join(stateDir, "plans")),
     policy,
     metrics,
-    engine: new GpuEngine({ backend: driver, measureVram: false, lockTimeoutMs: 1000, rollbackMs: 2000 }),
+    engine: new GpuEngine({
+      backend: driver,
+      measureVram: false,
+      lockTimeoutMs: 1000,
+      rollbackMs: 2000,
+      // The fake pids are no processes of this host: nothing is stopped or traced.
+      haltOf: async () => undefined,
+    }),
     host,
     runtime,
     timing: { gpuBudgetMs: 2000, frozenGraceMs: 200, pollMs: 5, retryBackoffMs: 1, ...timing },

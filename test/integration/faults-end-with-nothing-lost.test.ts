@@ -10,6 +10,7 @@ import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { initPidOf } from "../../src/cli/resolve.js";
 import { workloadStatusOnHost } from "../support/gpu-double-container.js";
 import { GpuNode, type Pod } from "../support/gpu-node.js";
 import type { KybernateProcess } from "../support/kybernate-process.js";
@@ -175,6 +176,32 @@ describe("faults around a GPU checkpoint end with nothing lost", () => {
       await daemon.stop();
       f.kyb = undefined;
     }
+  });
+
+  test("a stopped CUDA process (SIGSTOP): refused before any driver call, naming it; the container keeps running", async () => {
+    const daemon = await f.ensureDaemon();
+    const pod = await f.newPod("gpu-stopped");
+    const id = await f.gpuContainer(pod);
+    const mark = daemon.logs.length;
+    // The workload is the container's init: its host pid is what CRI's verbose status reports.
+    const hostPid = await initPidOf(f.cri, id);
+    process.kill(hostPid, "SIGSTOP");
+    try {
+      await assert.rejects(f.cri.checkpoint(id, f.archivePath("stopped"), 60), /criu failed|kybernate/i);
+    } finally {
+      process.kill(hostPid, "SIGCONT");
+    }
+    const refusal = await daemon.waitForLog((l) => l.containerId === id && l.msg === "GPU stage failed", {
+      since: mark,
+    });
+    assert.match(String(refusal.error), /refusing to checkpoint: process \d+ .*stopped.*kill -CONT/);
+    assert.ok(
+      !daemon.logs.slice(mark).some((l) => l.msg === "gpu checkpoint starting"),
+      "no driver step was taken",
+    );
+    await f.assertRunningOnGpu(id, { checkpoints: 0, verifyFailures: 0 });
+    await f.assertExecWorks(id);
+    await journalEmpties(daemon);
   });
 
   test("two GPU containers checkpointed at once: both succeed and both run on their GPUs", async () => {

@@ -116,9 +116,17 @@ export async function startKybernate(options: {
         check();
       });
     },
+    /** Stops it with `signal`; one that has not exited 15 s later is killed, and that is an error. */
     async stop(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      await exited;
+      const late = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      try {
+        await exited;
+      } finally {
+        clearTimeout(late);
+      }
+      if (child.signalCode === "SIGKILL" && signal !== "SIGKILL")
+        throw new Error(`kybernate run did not exit within 15 s of ${signal}: killed`);
     },
   };
   await proc.waitForLog((l) => l.msg === "registered with runtime", {

@@ -3,6 +3,7 @@ import { startAgent } from "../../agent/agent.js";
 import { createLogger } from "../../base/log.js";
 import { DEFAULT_CONTAINERD_SOCKET } from "../../containerd/tasks.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
+import { exitProcess } from "../../gpu/driver-pool.js";
 import type { BackendKind } from "../../gpu/select-backend.js";
 import type { CriuConfigOptions } from "../../plugin/criu-config.js";
 import { parseSelector } from "../../plugin/selector.js";
@@ -155,7 +156,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const shutdown = async (signal: string) => {
       log.info({ signal }, "shutting down");
       await agent.stop();
-      process.exit(0);
+      // A driver call cut by its deadline may still hold a driver thread: exit without waiting for it.
+      exitProcess(0);
     };
     process.once("SIGTERM", () => void shutdown("SIGTERM"));
     process.once("SIGINT", () => void shutdown("SIGINT"));
