@@ -8,7 +8,7 @@ import { performance } from "node:perf_hooks";
 import { pino } from "pino";
 import { CriClient } from "../../src/cri/client.js";
 import { NriStub } from "../../src/nri/stub.js";
-import { FakeRuntime } from "../nri/fake-runtime.js";
+import { FakeRuntime } from "../nri/fake-nri-runtime.js";
 import { container, kybernateFor, pod } from "../nri/fixtures.js";
 import { loadTestNode } from "../support/testnode.js";
 

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { version } from "../../src/base/version.js";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import { CRIU_CONFIG_ANNOTATION, VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { captureLog, container, kybernateFor, pod, stubFor, within } from "./fixtures.js";
 
 describe("CreateContainer with kybernate's handlers", () => {

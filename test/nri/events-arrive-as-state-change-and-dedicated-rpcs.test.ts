@@ -5,7 +5,7 @@ import type { NriStub } from "../../src/nri/stub.js";
 import type { LifecycleEvent } from "../../src/nri/types.js";
 import { NriEvent } from "../../src/nri/types.js";
 import { Code, TtrpcError } from "../../src/wire/index.js";
-import { FakeRuntime, type PluginConnection } from "./fake-runtime.js";
+import { FakeRuntime, type PluginConnection } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
 
 /** Events NRI <= v0.11 sends as StateChange and v0.12 as an RPC of the same name (request/response types). */

@@ -11,7 +11,7 @@ import { NriStub, type StubOptions } from "../../src/nri/stub.js";
 import { type Container, ContainerState, type PodSandbox } from "../../src/nri/types.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
 import { parseSelector } from "../../src/plugin/selector.js";
-import type { FakeRuntime } from "./fake-runtime.js";
+import type { FakeRuntime } from "./fake-nri-runtime.js";
 
 export function pod(id: string, extra: Partial<PodSandbox> = {}): PodSandbox {
   return {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { describe, it } from "node:test";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
 
 describe("NRI stub reconnection", () => {

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { eventMask } from "../../src/nri/events.js";
 import { NriStub } from "../../src/nri/stub.js";
 import { NriEvent } from "../../src/nri/types.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { captureLog, kybernateFor, stubFor, within } from "./fixtures.js";
 
 /** containerd 2.0/2.1 (NRI v0.8) fail Configure for any bit above REMOVE_CONTAINER. */

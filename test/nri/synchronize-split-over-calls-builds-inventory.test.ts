@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import type { Container, PodSandbox } from "../../src/nri/types.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
 
 function state(podCount: number, perPod: number): { pods: PodSandbox[]; containers: Container[] } {
