@@ -1,3 +1,4 @@
+import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import type { MethodHandler } from "../wire/index.js";
 import { decode, encode } from "./codec.js";
@@ -148,29 +149,27 @@ export class PluginService {
     container: Container,
     run: () => Promise<ContainerAdjustment | undefined>,
   ): Promise<ContainerAdjustment | undefined> {
+    // Deadline caps what no Node timer can hold: request_timeout is user configuration, and above 2^31 ms a
+    // bare setTimeout fires after 1 ms.
     const budgetMs = Math.max(50, Math.floor(this.requestTimeoutMs * 0.75));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), budgetMs);
-    });
+    const guard = Deadline.after(budgetMs, { what: `${what} handler` });
     try {
-      const result = await Promise.race([run(), late]);
-      if (result === "late") {
+      return await guard.race(run());
+    } catch (error) {
+      if (guard.signal.aborted && error === guard.signal.reason) {
         this.log.error(
           { container: container.name, id: container.id, budgetMs },
           `${what} handler too slow; no adjustment`,
         );
-        return undefined;
+      } else {
+        this.log.error(
+          { err: error, container: container.name, id: container.id },
+          `${what} handler failed; no adjustment`,
+        );
       }
-      return result;
-    } catch (error) {
-      this.log.error(
-        { err: error, container: container.name, id: container.id },
-        `${what} handler failed; no adjustment`,
-      );
       return undefined;
     } finally {
-      clearTimeout(timer);
+      guard.dispose();
     }
   }
 

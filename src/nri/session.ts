@@ -1,4 +1,5 @@
 import { connect, type Socket } from "node:net";
+import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import { Multiplexer, TtrpcClient, TtrpcServer } from "../wire/index.js";
 import { encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "./codec.js";
@@ -58,26 +59,31 @@ export async function openSession(
   server.serve(mux.open(PLUGIN_CONN));
   const runtime = new TtrpcClient(mux.open(RUNTIME_CONN));
 
+  const registration = Deadline.after(options.registrationTimeoutMs, {
+    what: `NRI registration on ${socketPath}`,
+  });
   try {
-    await withDeadline(
+    await registration.race(
       (async () => {
         await runtime.call(
           RUNTIME_SERVICE,
           "RegisterPlugin",
           encode("RegisterPluginRequest", { pluginName: options.pluginName, pluginIdx: options.pluginIndex }),
-          { timeoutMs: options.registrationTimeoutMs },
+          { timeoutMs: registration.remaining() },
         );
         await Promise.race([
           whenSynchronized,
           closed.then(() => Promise.reject(new Error("runtime closed the connection during registration"))),
         ]);
       })(),
-      options.registrationTimeoutMs,
-      `NRI registration on ${socketPath} took longer than ${options.registrationTimeoutMs} ms`,
+      () =>
+        new Error(`NRI registration on ${socketPath} took longer than ${options.registrationTimeoutMs} ms`),
     );
   } catch (error) {
     socket.destroy();
     throw error;
+  } finally {
+    registration.dispose();
   }
   const configured = service.configured;
   return {
@@ -104,18 +110,4 @@ function dial(socketPath: string): Promise<Socket> {
       reject(new Error(`cannot connect to NRI socket ${socketPath}: ${error.message}${hint}`));
     });
   });
-}
-
-async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

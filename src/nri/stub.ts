@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
+import { delay } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import type { NriHandlers } from "./handlers.js";
 import { Inventory } from "./inventory.js";
@@ -96,7 +96,7 @@ export class NriStub extends EventEmitter<StubEvents> {
         lastError = message;
       }
       if (this.stopping) break;
-      await sleep(wait, undefined, { signal: this.abort.signal }).catch(() => undefined);
+      await delay(wait, this.abort.signal).catch(() => undefined);
       wait = Math.min(max, wait * 2);
     }
   }
