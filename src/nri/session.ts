@@ -42,10 +42,10 @@ export async function openSession(
   options.signal?.addEventListener("abort", onAbort, { once: true });
   socket.once("close", () => options.signal?.removeEventListener("abort", onAbort));
   const mux = new Multiplexer(socket);
+  let failure: Error | undefined;
   const closed = new Promise<Error | undefined>((resolve) => {
-    let failure: Error | undefined;
     socket.once("error", (error) => {
-      failure = error;
+      failure ??= error;
     });
     socket.once("close", () => resolve(failure));
   });
@@ -56,8 +56,16 @@ export async function openSession(
   const service = new PluginService(handlers, inventory, log, () => synchronized());
   const server = new TtrpcServer();
   server.register(PLUGIN_SERVICE, service.methods());
-  server.serve(mux.open(PLUGIN_CONN));
+  const served = server.serve(mux.open(PLUGIN_CONN));
   const runtime = new TtrpcClient(mux.open(RUNTIME_CONN));
+  // A channel closes alone on a header it cannot read. With the socket still up, containerd would keep the
+  // plugin registered and wait out its request timeout on every call: end the session, so the stub reconnects.
+  for (const channelClosed of [served.closed, runtime.closed]) {
+    void channelClosed.then((reason) => {
+      failure ??= reason;
+      socket.destroy();
+    });
+  }
 
   const registration = Deadline.after(options.registrationTimeoutMs, {
     what: `NRI registration on ${socketPath}`,

@@ -122,6 +122,11 @@ export class PluginConnection {
     await this.call("StateChange", "StateChangeEvent", { event, pod, container }, "Empty");
   }
 
+  /** Writes `bytes` as one message on mux connection `connId` (1: the Plugin service, 2: the Runtime service). */
+  writeRaw(connId: 1 | 2, bytes: Uint8Array): void {
+    this.mux.open(connId).write(bytes);
+  }
+
   /** Closes the socket, as containerd does when it drops a plugin or exits. */
   drop(): void {
     this.socket.destroy();
