@@ -1,10 +1,11 @@
 import { connect, type Socket } from "node:net";
 import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
-import { Multiplexer, TtrpcClient, TtrpcServer } from "../wire/index.js";
+import { Multiplexer } from "../wire/mux/multiplexer.js";
+import { TtrpcClient } from "../wire/ttrpc/client.js";
+import { TtrpcServer } from "../wire/ttrpc/server.js";
 import { encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "./codec.js";
 import type { NriHandlers } from "./handlers.js";
-import type { Inventory } from "./inventory.js";
 import { PluginService } from "./plugin-service.js";
 
 /** NRI's multiplexer connection IDs: the plugin serves on 1 and calls the runtime on 2. */
@@ -29,11 +30,7 @@ export interface Session {
   close(): void;
 }
 
-export async function openSession(
-  handlers: NriHandlers,
-  inventory: Inventory,
-  options: SessionOptions,
-): Promise<Session> {
+export async function openSession(handlers: NriHandlers, options: SessionOptions): Promise<Session> {
   const { socketPath, log } = options;
   const socket = await dial(socketPath);
   // Without this, stop() during registration would wait for the session it never sees to close by itself.
@@ -53,7 +50,7 @@ export async function openSession(
   const whenSynchronized = new Promise<void>((resolve) => {
     synchronized = resolve;
   });
-  const service = new PluginService(handlers, inventory, log, () => synchronized());
+  const service = new PluginService(handlers, log, () => synchronized());
   const server = new TtrpcServer();
   server.register(PLUGIN_SERVICE, service.methods());
   const served = server.serve(mux.open(PLUGIN_CONN));

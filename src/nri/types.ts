@@ -98,10 +98,3 @@ export interface ContainerAdjustment {
 export interface CreateContainerResponse {
   adjust?: ContainerAdjustment;
 }
-
-/** A pod or container event: pod always set, container set for container events. */
-export interface LifecycleEvent {
-  event: NriEvent;
-  pod: PodSandbox;
-  container?: Container;
-}

@@ -24,7 +24,6 @@ describe("a broken ttrpc channel on the NRI socket", () => {
     it(`on ${what}: the plugin closes the socket, reconnects and registers again`, async () => {
       const runtime = await FakeRuntime.start();
       const stub = stubFor(runtime, {
-        events: [],
         createContainer: () => ({ annotations: { "kybernate.io/answered": "yes" } }),
       });
       const disconnects: string[] = [];

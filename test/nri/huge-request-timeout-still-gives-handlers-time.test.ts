@@ -11,11 +11,12 @@ describe("CreateContainer under a request timeout beyond a timer's range", () =>
   it("request_timeout = 2^32 ms: a handler taking 50 ms still gets its adjustment through", async () => {
     const runtime = await FakeRuntime.start({ requestTimeoutMs: 2 ** 32 });
     const capture = captureLog();
+    let handlerDeadlineMs = 0;
     const stub = stubFor(
       runtime,
       {
-        events: [],
-        createContainer: async () => {
+        createContainer: async (_pod, _container, ctx) => {
+          handlerDeadlineMs = ctx.deadline.remaining();
           await new Promise((resolve) => setTimeout(resolve, HANDLER_MS));
           return { annotations: { "kybernate.io/slow": "but in time" } };
         },
@@ -31,6 +32,8 @@ describe("CreateContainer under a request timeout beyond a timer's range", () =>
       assert.deepEqual(response.adjust?.annotations, { "kybernate.io/slow": "but in time" });
       const tooSlow = capture.lines.filter((l) => String(l.msg).includes("too slow"));
       assert.deepEqual(tooSlow, [], "the guard gave up on a 50 ms handler");
+      // 75 % of 2^32 ms, far past what one Node timer holds.
+      assert.ok(handlerDeadlineMs > 2 ** 31, `the handler was given ${handlerDeadlineMs} ms`);
     } finally {
       await stub.stop();
       await runtime.close();
