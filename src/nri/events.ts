@@ -40,7 +40,7 @@ export const EVENT_ROUTES: readonly EventRoute[] = [
 ];
 
 /** The events whose handler `handlers` implements, in event order. */
-export function subscribedEvents(handlers: NriHandlers): NriEvent[] {
+function subscribedEvents(handlers: NriHandlers): NriEvent[] {
   const events = EVENT_ROUTES.filter((route) => typeof handlers[route.handler] === "function").map(
     (route) => route.event,
   );

@@ -94,7 +94,3 @@ export interface ContainerAdjustment {
   env?: { key: string; value: string }[];
   CDIDevices?: { name: string }[];
 }
-
-export interface CreateContainerResponse {
-  adjust?: ContainerAdjustment;
-}

@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { decode, encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "../../src/nri/codec.js";
 import type { Container, NriEvent, PodSandbox } from "../../src/nri/types.js";
-import { Multiplexer, TtrpcClient, TtrpcServer } from "../../src/wire/index.js";
+import { Multiplexer } from "../../src/wire/mux/multiplexer.js";
+import { TtrpcClient } from "../../src/wire/ttrpc/client.js";
+import { TtrpcServer } from "../../src/wire/ttrpc/server.js";
 
 export interface RegisterPluginRequest {
   pluginName: string;

@@ -1,7 +1,7 @@
 import { LengthPrefixedDecoder, type LengthPrefixedFormat } from "../length-prefixed.js";
 
 /** NRI multiplexer frames: `u32 connID | u32 payloadLength | payload`, big-endian (containerd/nri pkg/net/multiplex). */
-export const FRAME_HEADER_LENGTH = 8;
+const FRAME_HEADER_LENGTH = 8;
 
 /** Largest payload the Go multiplexer writes: one whole ttrpc message (10-byte header + 4 MiB). */
 export const MAX_FRAME_PAYLOAD = 10 + (4 << 20);
@@ -10,7 +10,7 @@ export const MAX_FRAME_PAYLOAD = 10 + (4 << 20);
  * The Go peer hands each frame to ttrpc's 4096-byte bufio.Reader as one Read: a frame that starts a message
  * must fit that buffer, while the rest of the message is read straight into a buffer of exactly its size.
  */
-export const PEER_READ_BUFFER = 4096;
+const PEER_READ_BUFFER = 4096;
 
 export class FrameError extends Error {
   override readonly name = "FrameError";
