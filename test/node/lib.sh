@@ -2,7 +2,9 @@
 # Everything the node owns lives under $TN (the repo's .testnode/) or $RUN, so it never meets a system containerd.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TN=$ROOT/.testnode
+# Resolved: a git worktree reaches the one shared node through a .testnode symlink, and pid checks compare
+# /proc/PID/exe (always resolved) with paths below $TN; unresolved, restart found no containerd and started a second.
+TN=$(readlink -f "$ROOT/.testnode")
 # A prefix prepared elsewhere (e.g. a GPU host without a package registry: test/e2e/gpu-e2e.sh) can be named
 # instead; up.sh then installs nothing and only checks that the binaries are there.
 PREFIX=${KYBERNATE_TESTNODE_PREFIX:-$TN/prefix}
