@@ -1,17 +1,16 @@
+import { Deadline, DeadlineExceeded } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
-import type { MethodHandler } from "../wire/index.js";
+import type { CallContext, MethodHandler } from "../wire/ttrpc/server.js";
 import { decode, encode } from "./codec.js";
-import { eventMask } from "./events.js";
-import type { NriHandlers } from "./handlers.js";
-import type { Inventory } from "./inventory.js";
-import {
-  type ConfigureRequest,
-  type Container,
-  type ContainerAdjustment,
-  type LifecycleEvent,
+import { EVENT_ROUTES, type EventRoute, subscriptionMask } from "./events.js";
+import type { NriContext, NriHandlers } from "./handlers.js";
+import type {
+  ConfigureRequest,
+  Container,
+  ContainerAdjustment,
   NriEvent,
-  type PodSandbox,
-  type SynchronizeRequest,
+  PodSandbox,
+  SynchronizeRequest,
 } from "./types.js";
 
 interface PodContainer {
@@ -23,76 +22,49 @@ interface PodContainer {
 const DEFAULT_REQUEST_TIMEOUT_MS = 2000;
 
 /**
- * The plugin's side of `nri.pkg.api.v1alpha1.Plugin`: decodes each call, keeps the inventory, and calls the
- * handlers. It owns one rule above all: nothing a handler does may fail or stall a container's creation.
+ * The plugin's side of `nri.pkg.api.v1alpha1.Plugin`: decodes each call and calls the handlers with the
+ * call's context. It owns one rule above all: nothing a handler does may fail or stall a container's creation.
  */
 export class PluginService {
   private requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS;
   private pendingSync: SynchronizeRequest = { pods: [], containers: [], more: false };
+  private readonly routes = new Map<NriEvent, EventRoute>(EVENT_ROUTES.map((route) => [route.event, route]));
   /** Set once Configure arrives; the session waits on it before counting itself registered. */
   configured?: ConfigureRequest;
 
   constructor(
     private readonly handlers: NriHandlers,
-    private readonly inventory: Inventory,
     private readonly log: Logger,
     private readonly onSynchronized: () => void,
   ) {}
 
   methods(): Record<string, MethodHandler> {
-    return {
-      Configure: (payload) => this.configure(payload),
-      Synchronize: (payload) => this.synchronize(payload),
-      Shutdown: async () => {
-        await this.handlers.shutdown?.();
-        return encode("Empty", {});
-      },
-      CreateContainer: (payload) => this.createContainer(payload),
-      UpdateContainer: (payload) =>
-        this.dispatch(NriEvent.UpdateContainer, "UpdateContainerRequest", "UpdateContainerResponse", payload),
-      StopContainer: (payload) =>
-        this.dispatch(NriEvent.StopContainer, "StopContainerRequest", "StopContainerResponse", payload),
-      StateChange: (payload) => this.stateChange(payload),
-      RunPodSandbox: (payload) =>
-        this.dispatch(NriEvent.RunPodSandbox, "RunPodSandboxRequest", "RunPodSandboxResponse", payload),
-      StopPodSandbox: (payload) =>
-        this.dispatch(NriEvent.StopPodSandbox, "StopPodSandboxRequest", "StopPodSandboxResponse", payload),
-      RemovePodSandbox: (payload) =>
-        this.dispatch(
-          NriEvent.RemovePodSandbox,
-          "RemovePodSandboxRequest",
-          "RemovePodSandboxResponse",
-          payload,
-        ),
-      PostCreateContainer: (payload) =>
-        this.dispatch(
-          NriEvent.PostCreateContainer,
-          "PostCreateContainerRequest",
-          "PostCreateContainerResponse",
-          payload,
-        ),
-      StartContainer: (payload) =>
-        this.dispatch(NriEvent.StartContainer, "StartContainerRequest", "StartContainerResponse", payload),
-      PostStartContainer: (payload) =>
-        this.dispatch(
-          NriEvent.PostStartContainer,
-          "PostStartContainerRequest",
-          "PostStartContainerResponse",
-          payload,
-        ),
-      PostUpdateContainer: (payload) =>
-        this.dispatch(
-          NriEvent.PostUpdateContainer,
-          "PostUpdateContainerRequest",
-          "PostUpdateContainerResponse",
-          payload,
-        ),
-      RemoveContainer: (payload) =>
-        this.dispatch(NriEvent.RemoveContainer, "RemoveContainerRequest", "RemoveContainerResponse", payload),
+    const methods: Record<string, MethodHandler> = {
+      Configure: (payload, call) => withContext(call, (ctx) => this.configure(payload, ctx)),
+      Synchronize: (payload, call) => withContext(call, (ctx) => this.synchronize(payload, ctx)),
+      Shutdown: (_payload, call) =>
+        withContext(call, async (ctx) => {
+          await this.handlers.shutdown?.(ctx);
+          return encode("Empty", {});
+        }),
+      CreateContainer: (payload, call) => this.createContainer(payload, call),
+      StateChange: (payload, call) => withContext(call, (ctx) => this.stateChange(payload, ctx)),
     };
+    for (const route of EVENT_ROUTES) {
+      methods[route.rpc] = (payload, call) =>
+        withContext(call, async (ctx) => {
+          const request = decode<{ pod: PodSandbox | null; container?: Container | null }>(
+            `${route.rpc}Request`,
+            payload,
+          );
+          await this.deliver(route, request.pod ?? emptyPod(), request.container ?? undefined, ctx);
+          return encode(`${route.rpc}Response`, {});
+        });
+    }
+    return methods;
   }
 
-  private async configure(payload: Uint8Array): Promise<Uint8Array> {
+  private async configure(payload: Uint8Array, ctx: NriContext): Promise<Uint8Array> {
     const request = decode<ConfigureRequest>("ConfigureRequest", payload);
     if (request.requestTimeout > 0) this.requestTimeoutMs = request.requestTimeout;
     this.log.info(
@@ -103,25 +75,22 @@ export class PluginService {
       },
       "configured by runtime",
     );
-    await this.handlers.configure?.(request);
+    await this.handlers.configure?.(request, ctx);
     this.configured = request;
-    const events = new Set(this.handlers.events);
-    if (this.handlers.createContainer) events.add(NriEvent.CreateContainer);
-    return encode("ConfigureResponse", { events: eventMask(events) });
+    return encode("ConfigureResponse", { events: subscriptionMask(this.handlers) });
   }
 
   /** The runtime may split the initial state over several calls; only the last one (more=false) is acted on. */
-  private async synchronize(payload: Uint8Array): Promise<Uint8Array> {
+  private async synchronize(payload: Uint8Array, ctx: NriContext): Promise<Uint8Array> {
     const part = decode<SynchronizeRequest>("SynchronizeRequest", payload);
     this.pendingSync.pods.push(...part.pods);
     this.pendingSync.containers.push(...part.containers);
     if (part.more) return encode("SynchronizeResponse", { more: true });
     const { pods, containers } = this.pendingSync;
     this.pendingSync = { pods: [], containers: [], more: false };
-    this.inventory.reset(pods, containers);
     this.log.info({ pods: pods.length, containers: containers.length }, "synchronized with runtime");
     try {
-      await this.handlers.synchronize?.(pods, containers);
+      await this.handlers.synchronize?.(pods, containers, ctx);
     } catch (error) {
       this.log.error({ err: error }, "synchronize handler failed; continuing");
     }
@@ -129,11 +98,10 @@ export class PluginService {
     return encode("SynchronizeResponse", {});
   }
 
-  private async createContainer(payload: Uint8Array): Promise<Uint8Array> {
+  private async createContainer(payload: Uint8Array, call: CallContext): Promise<Uint8Array> {
     const { pod, container } = decode<PodContainer>("CreateContainerRequest", payload);
-    this.inventory.putContainer(container);
-    const adjust = await this.guarded("CreateContainer", container, async () =>
-      this.handlers.createContainer?.(pod, container),
+    const adjust = await this.guarded("CreateContainer", container, call, async (ctx) =>
+      this.handlers.createContainer?.(pod, container, ctx),
     );
     return encode("CreateContainerResponse", adjust ? { adjust } : {});
   }
@@ -141,86 +109,90 @@ export class PluginService {
   /**
    * Runs a handler under a deadline well inside containerd's request timeout: a late or failed answer must
    * become "no adjustment", never an error status (which fails the container) nor a timeout (which makes
-   * containerd drop the plugin).
+   * containerd drop the plugin). The handler sees that deadline, and its signal aborts when the guard gives up.
    */
   private async guarded(
     what: string,
     container: Container,
-    run: () => Promise<ContainerAdjustment | undefined>,
+    call: CallContext,
+    run: (ctx: NriContext) => Promise<ContainerAdjustment | undefined>,
   ): Promise<ContainerAdjustment | undefined> {
-    const budgetMs = Math.max(50, Math.floor(this.requestTimeoutMs * 0.75));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), budgetMs);
-    });
+    const callDeadline = deadlineOf(call);
+    // Deadline caps what a Node timer cannot hold: request_timeout is user configuration, and past 2^31 ms
+    // a bare timer fires after 1 ms.
+    const budgetMs = Math.max(
+      50,
+      Math.floor(Math.min(this.requestTimeoutMs, callDeadline.remaining()) * 0.75),
+    );
+    const guard = callDeadline.child(budgetMs, `${what} handler`);
     try {
-      const result = await Promise.race([run(), late]);
-      if (result === "late") {
+      return await guard.race(run({ deadline: guard, signal: guard.signal }));
+    } catch (error) {
+      const gaveUp = guard.signal.aborted && error === guard.signal.reason;
+      if (gaveUp && error instanceof DeadlineExceeded) {
         this.log.error(
           { container: container.name, id: container.id, budgetMs },
           `${what} handler too slow; no adjustment`,
         );
-        return undefined;
+      } else if (gaveUp) {
+        // The runtime gave up first (its deadline or the connection): nobody reads this answer.
+        this.log.warn(
+          { reason: String(error), container: container.name, id: container.id },
+          `${what} abandoned by the runtime; no adjustment`,
+        );
+      } else {
+        this.log.error(
+          { err: error, container: container.name, id: container.id },
+          `${what} handler failed; no adjustment`,
+        );
       }
-      return result;
-    } catch (error) {
-      this.log.error(
-        { err: error, container: container.name, id: container.id },
-        `${what} handler failed; no adjustment`,
-      );
       return undefined;
     } finally {
-      clearTimeout(timer);
+      guard.dispose();
+      callDeadline.dispose();
     }
   }
 
-  private async stateChange(payload: Uint8Array): Promise<Uint8Array> {
+  private async stateChange(payload: Uint8Array, ctx: NriContext): Promise<Uint8Array> {
     const change = decode<{ event: NriEvent; pod: PodSandbox | null; container: Container | null }>(
       "StateChangeEvent",
       payload,
     );
-    await this.deliver({
-      event: change.event,
-      pod: change.pod ?? emptyPod(),
-      container: change.container ?? undefined,
-    });
+    const route = this.routes.get(change.event);
+    // Not subscribed here (CreateContainer never comes this way; 12+ are refused at Configure): nothing to do.
+    if (route) await this.deliver(route, change.pod ?? emptyPod(), change.container ?? undefined, ctx);
     return encode("Empty", {});
   }
 
-  private async dispatch(event: NriEvent, requestType: string, responseType: string, payload: Uint8Array) {
-    const request = decode<{ pod: PodSandbox | null; container?: Container | null }>(requestType, payload);
-    await this.deliver({ event, pod: request.pod ?? emptyPod(), container: request.container ?? undefined });
-    return encode(responseType, {});
-  }
-
-  private async deliver(event: LifecycleEvent): Promise<void> {
-    this.track(event);
+  private async deliver(
+    route: EventRoute,
+    pod: PodSandbox,
+    container: Container | undefined,
+    ctx: NriContext,
+  ): Promise<void> {
     try {
-      await this.handlers.event?.(event);
+      if (route.kind === "pod") await this.handlers[route.handler]?.(pod, ctx);
+      else if (container) await this.handlers[route.handler]?.(pod, container, ctx);
+      else this.log.warn({ event: route.rpc, pod: pod.id }, "container event without a container ignored");
     } catch (error) {
       // Events carry no answer the runtime acts on; an error status would only get the plugin dropped.
-      this.log.error(
-        { err: error, event: NriEvent[event.event], container: event.container?.name },
-        "event handler failed",
-      );
+      this.log.error({ err: error, event: route.rpc, container: container?.name }, "event handler failed");
     }
   }
+}
 
-  private track({ event, pod, container }: LifecycleEvent): void {
-    switch (event) {
-      case NriEvent.RunPodSandbox:
-        this.inventory.putPod(pod);
-        break;
-      case NriEvent.RemovePodSandbox:
-        this.inventory.removePod(pod.id);
-        break;
-      case NriEvent.RemoveContainer:
-        if (container) this.inventory.removeContainer(container.id);
-        break;
-      default:
-        if (container) this.inventory.putContainer(container);
-        if (pod.id) this.inventory.putPod(pod);
-    }
+/** The call's own deadline (none when the runtime sent no timeout), ending too when the call is abandoned. */
+function deadlineOf(call: CallContext): Deadline {
+  const options = { parent: call.signal, what: `${call.service}/${call.method}` };
+  return call.deadline !== undefined ? Deadline.at(call.deadline, options) : Deadline.never(options);
+}
+
+async function withContext<T>(call: CallContext, run: (ctx: NriContext) => Promise<T>): Promise<T> {
+  const deadline = deadlineOf(call);
+  try {
+    return await run({ deadline, signal: deadline.signal });
+  } finally {
+    deadline.dispose();
   }
 }
 

@@ -1,9 +1,11 @@
 import { connect, type Socket } from "node:net";
+import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
-import { Multiplexer, TtrpcClient, TtrpcServer } from "../wire/index.js";
+import { Multiplexer } from "../wire/mux/multiplexer.js";
+import { TtrpcClient } from "../wire/ttrpc/client.js";
+import { TtrpcServer } from "../wire/ttrpc/server.js";
 import { encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "./codec.js";
 import type { NriHandlers } from "./handlers.js";
-import type { Inventory } from "./inventory.js";
 import { PluginService } from "./plugin-service.js";
 
 /** NRI's multiplexer connection IDs: the plugin serves on 1 and calls the runtime on 2. */
@@ -28,11 +30,7 @@ export interface Session {
   close(): void;
 }
 
-export async function openSession(
-  handlers: NriHandlers,
-  inventory: Inventory,
-  options: SessionOptions,
-): Promise<Session> {
+export async function openSession(handlers: NriHandlers, options: SessionOptions): Promise<Session> {
   const { socketPath, log } = options;
   const socket = await dial(socketPath);
   // Without this, stop() during registration would wait for the session it never sees to close by itself.
@@ -41,10 +39,10 @@ export async function openSession(
   options.signal?.addEventListener("abort", onAbort, { once: true });
   socket.once("close", () => options.signal?.removeEventListener("abort", onAbort));
   const mux = new Multiplexer(socket);
+  let failure: Error | undefined;
   const closed = new Promise<Error | undefined>((resolve) => {
-    let failure: Error | undefined;
     socket.once("error", (error) => {
-      failure = error;
+      failure ??= error;
     });
     socket.once("close", () => resolve(failure));
   });
@@ -52,32 +50,45 @@ export async function openSession(
   const whenSynchronized = new Promise<void>((resolve) => {
     synchronized = resolve;
   });
-  const service = new PluginService(handlers, inventory, log, () => synchronized());
+  const service = new PluginService(handlers, log, () => synchronized());
   const server = new TtrpcServer();
   server.register(PLUGIN_SERVICE, service.methods());
-  server.serve(mux.open(PLUGIN_CONN));
+  const served = server.serve(mux.open(PLUGIN_CONN));
   const runtime = new TtrpcClient(mux.open(RUNTIME_CONN));
+  // A channel closes alone on a header it cannot read. With the socket still up, containerd would keep the
+  // plugin registered and wait out its request timeout on every call: end the session, so the stub reconnects.
+  for (const channelClosed of [served.closed, runtime.closed]) {
+    void channelClosed.then((reason) => {
+      failure ??= reason;
+      socket.destroy();
+    });
+  }
 
+  const registration = Deadline.after(options.registrationTimeoutMs, {
+    what: `NRI registration on ${socketPath}`,
+  });
   try {
-    await withDeadline(
+    await registration.race(
       (async () => {
         await runtime.call(
           RUNTIME_SERVICE,
           "RegisterPlugin",
           encode("RegisterPluginRequest", { pluginName: options.pluginName, pluginIdx: options.pluginIndex }),
-          { timeoutMs: options.registrationTimeoutMs },
+          { timeoutMs: registration.remaining() },
         );
         await Promise.race([
           whenSynchronized,
           closed.then(() => Promise.reject(new Error("runtime closed the connection during registration"))),
         ]);
       })(),
-      options.registrationTimeoutMs,
-      `NRI registration on ${socketPath} took longer than ${options.registrationTimeoutMs} ms`,
+      () =>
+        new Error(`NRI registration on ${socketPath} took longer than ${options.registrationTimeoutMs} ms`),
     );
   } catch (error) {
     socket.destroy();
     throw error;
+  } finally {
+    registration.dispose();
   }
   const configured = service.configured;
   return {
@@ -104,18 +115,4 @@ function dial(socketPath: string): Promise<Socket> {
       reject(new Error(`cannot connect to NRI socket ${socketPath}: ${error.message}${hint}`));
     });
   });
-}
-
-async function withDeadline<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(message)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -1,8 +1,8 @@
 import { EventEmitter } from "node:events";
-import { setTimeout as sleep } from "node:timers/promises";
+import { delay } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
+import { subscriptionMask } from "./events.js";
 import type { NriHandlers } from "./handlers.js";
-import { Inventory } from "./inventory.js";
 import { openSession, type Session } from "./session.js";
 
 export interface StubOptions {
@@ -27,7 +27,6 @@ export interface StubEvents {
  * the plugin (a missed deadline does that), reconnects with backoff and synchronizes again.
  */
 export class NriStub extends EventEmitter<StubEvents> {
-  readonly inventory = new Inventory();
   private session: Session | undefined;
   private stopping = false;
   private loop: Promise<void> | undefined;
@@ -41,6 +40,8 @@ export class NriStub extends EventEmitter<StubEvents> {
     if (!/^\d\d$/.test(options.pluginIndex)) {
       throw new Error(`plugin index must be two digits "00"–"99", got "${options.pluginIndex}"`);
     }
+    // At construction rather than at Configure: handlers that subscribe to nothing are a bug, not a retry.
+    subscriptionMask(handlers);
   }
 
   get connected(): boolean {
@@ -69,7 +70,7 @@ export class NriStub extends EventEmitter<StubEvents> {
     let lastError = "";
     while (!this.stopping) {
       try {
-        const session = await openSession(this.handlers, this.inventory, {
+        const session = await openSession(this.handlers, {
           socketPath: this.options.socketPath,
           pluginName: this.options.pluginName,
           pluginIndex: this.options.pluginIndex,
@@ -96,7 +97,7 @@ export class NriStub extends EventEmitter<StubEvents> {
         lastError = message;
       }
       if (this.stopping) break;
-      await sleep(wait, undefined, { signal: this.abort.signal }).catch(() => undefined);
+      await delay(wait, this.abort.signal).catch(() => undefined);
       wait = Math.min(max, wait * 2);
     }
   }

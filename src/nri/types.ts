@@ -94,14 +94,3 @@ export interface ContainerAdjustment {
   env?: { key: string; value: string }[];
   CDIDevices?: { name: string }[];
 }
-
-export interface CreateContainerResponse {
-  adjust?: ContainerAdjustment;
-}
-
-/** A pod or container event: pod always set, container set for container events. */
-export interface LifecycleEvent {
-  event: NriEvent;
-  pod: PodSandbox;
-  container?: Container;
-}

@@ -1,13 +1,7 @@
 import type { Logger } from "../base/log.js";
 import { version } from "../base/version.js";
-import type { NriHandlers } from "../nri/handlers.js";
-import {
-  type Container,
-  type ContainerAdjustment,
-  type LifecycleEvent,
-  NriEvent,
-  type PodSandbox,
-} from "../nri/types.js";
+import type { NriContext, NriHandlers } from "../nri/handlers.js";
+import type { Container, ContainerAdjustment, PodSandbox } from "../nri/types.js";
 import {
   type CriuConfigOptions,
   containersWithCriuFiles,
@@ -35,24 +29,32 @@ export interface PluginOptions {
 
 /**
  * kybernate's NRI handlers: a GPU container gets a CRIU configuration whose action script is the kybernate
- * hook; every other container passes untouched, at the cost of one classification.
+ * hook; every other container passes untouched, at the cost of one classification. Only CreateContainer and
+ * RemoveContainer are implemented, so only those are subscribed: each event is a call under containerd's
+ * global NRI lock.
  */
 export function kybernateHandlers(options: PluginOptions): NriHandlers {
   const { log } = options;
   return {
-    // Only what the plugin needs: each subscribed event is a call under containerd's global NRI lock.
-    events: [
-      NriEvent.CreateContainer,
-      NriEvent.RemoveContainer,
-      NriEvent.RunPodSandbox,
-      NriEvent.RemovePodSandbox,
-    ],
-    async createContainer(pod: PodSandbox, container: Container): Promise<ContainerAdjustment | undefined> {
+    async createContainer(
+      pod: PodSandbox,
+      container: Container,
+      ctx: NriContext,
+    ): Promise<ContainerAdjustment | undefined> {
       const verdict = classifyContainer(pod, container);
       const selected = options.selector?.matches(pod, container) ?? false;
       if (!verdict.gpu && !selected) return undefined;
       const reason = verdict.gpu ? verdict.reason : "selector";
       const files = await writeCriuFiles(container.id, options.criu);
+      if (ctx.signal.aborted) {
+        // The stub already answered "no adjustment": this container runs without the hook, so it is not ours.
+        await removeCriuFiles(options.criu.stateDir, container.id);
+        log.warn(
+          { container: container.name, id: container.id, reason: String(ctx.signal.reason) },
+          "GPU container created without the CRIU hook: the answer came too late",
+        );
+        return undefined;
+      }
       log.info(
         {
           pod: `${pod.namespace}/${pod.name}`,
@@ -84,8 +86,7 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
         if (!alive.has(id)) await removeCriuFiles(options.criu.stateDir, id);
       }
     },
-    async event({ event, container }: LifecycleEvent): Promise<void> {
-      if (event !== NriEvent.RemoveContainer || !container) return;
+    async removeContainer(_pod: PodSandbox, container: Container): Promise<void> {
       await removeCriuFiles(options.criu.stateDir, container.id);
       options.onRemoved?.(container.id);
     },

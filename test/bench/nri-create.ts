@@ -7,8 +7,8 @@ import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { pino } from "pino";
 import { NriStub } from "../../src/nri/stub.js";
-import { FakeRuntime } from "../nri/fake-runtime.js";
-import { container, kybernateFor, pod } from "../nri/fixtures.js";
+import { FakeRuntime } from "../nri/fake-nri-runtime.js";
+import { callContext, container, kybernateFor, pod } from "../nri/fixtures.js";
 import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode } from "../support/testnode.js";
 
@@ -75,8 +75,9 @@ async function handlerBench(): Promise<void> {
         const wireUs = (performance.now() - start) * 1000;
         if (selected !== Boolean(response.adjust))
           throw new Error(`container ${c.id}: unexpected adjustment ${JSON.stringify(response.adjust)}`);
+        const ctx = callContext();
         start = performance.now();
-        await plugin.handlers.createContainer?.(p, { ...c, id: `${c.id}-bare` });
+        await plugin.handlers.createContainer?.(p, { ...c, id: `${c.id}-bare` }, ctx);
         const bareUs = (performance.now() - start) * 1000;
         if (i >= warmup) {
           wire.push(wireUs);
@@ -139,7 +140,7 @@ async function criBench(): Promise<void> {
       for (let i = 0; i < perRound; i++) samples.none.push(await createOnce({}, `none-${round}-${i}`));
       // A plugin that adjusts nothing, at once: what containerd's NRI costs by itself.
       stub = new NriStub(
-        { events: [], createContainer: () => undefined },
+        { createContainer: () => undefined },
         { socketPath: node.nriSocket, pluginName: "noop", pluginIndex: "10", log },
       );
       await stub.start();

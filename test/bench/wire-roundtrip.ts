@@ -4,7 +4,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Multiplexer, TtrpcClient, TtrpcServer } from "../../src/wire/index.js";
+import { Multiplexer } from "../../src/wire/mux/multiplexer.js";
+import { TtrpcClient } from "../../src/wire/ttrpc/client.js";
+import { TtrpcServer } from "../../src/wire/ttrpc/server.js";
 
 const requests = Number(process.argv[2] ?? 5000);
 const payloadBytes = Number(process.argv[3] ?? 64);

@@ -6,7 +6,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { checkpointContainer, defaultArchiveName } from "../../src/cli/commands/checkpoint.js";
 import { CriClient } from "../../src/cri/client.js";
-import { type FakeRuntime, grpcError, startFakeRuntime } from "../cri/fake-runtime.js";
+import { type FakeRuntime, grpcError, startFakeRuntime } from "../cri/fake-cri-runtime.js";
 import { container, POD_A, pod } from "./fixtures.js";
 
 const C1 = "c0ffee01aaaa0000000000000000000000000000000000000000000000000001";

@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
 import { gpuTarget } from "../../src/cli/commands/gpu.js";
 import { CriClient } from "../../src/cri/client.js";
-import { startFakeRuntime } from "../cri/fake-runtime.js";
+import { startFakeRuntime } from "../cri/fake-cri-runtime.js";
 import { cleanupScratch, fakeTool, startWorkload, type Workload } from "../gpu/double/harness.js";
 import { container, POD_A, pod } from "./fixtures.js";
 

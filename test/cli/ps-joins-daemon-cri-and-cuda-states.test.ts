@@ -9,7 +9,7 @@ import { CriClient } from "../../src/cri/client.js";
 import type { GpuBackend } from "../../src/gpu/backend.js";
 import type { Discovery, discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { ProcessState } from "../../src/gpu/types.js";
-import { type FakeRuntime, startFakeRuntime } from "../cri/fake-runtime.js";
+import { type FakeRuntime, startFakeRuntime } from "../cri/fake-cri-runtime.js";
 import { container, POD_A, POD_B, pod } from "./fixtures.js";
 
 const GPU = "a1a1000000000000000000000000000000000000000000000000000000000001";

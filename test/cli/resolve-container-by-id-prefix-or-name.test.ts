@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { initPidOf, resolveContainer, resolvePod } from "../../src/cli/resolve.js";
 import { CriClient } from "../../src/cri/client.js";
-import { type FakeRuntime, startFakeRuntime } from "../cri/fake-runtime.js";
+import { type FakeRuntime, startFakeRuntime } from "../cri/fake-cri-runtime.js";
 import { container, POD_A, POD_B, pod } from "./fixtures.js";
 
 const C1 = "c0ffee01aaaa0000000000000000000000000000000000000000000000000001";

@@ -5,7 +5,7 @@ import { restoreArchive, restoredPodName } from "../../src/cli/commands/restore.
 import { podConfigFromStatus } from "../../src/cli/pod-config.js";
 import { CriClient } from "../../src/cri/client.js";
 import type { PodSandboxStatusResponse } from "../../src/cri/types.js";
-import { type FakeRuntime, grpcError, startFakeRuntime } from "../cri/fake-runtime.js";
+import { type FakeRuntime, grpcError, startFakeRuntime } from "../cri/fake-cri-runtime.js";
 import { buildArchive, container, POD_A, POD_B, pod } from "./fixtures.js";
 
 const quiet = { stream: { isTTY: false, write: () => true } };

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { CriClient, criAddress } from "../../src/cri/client.js";
 import { CriError } from "../../src/cri/errors.js";
-import { type FakeRuntime, grpcError, startFakeRuntime } from "./fake-runtime.js";
+import { type FakeRuntime, grpcError, startFakeRuntime } from "./fake-cri-runtime.js";
 
 describe("CRI call errors", () => {
   let rt: FakeRuntime;

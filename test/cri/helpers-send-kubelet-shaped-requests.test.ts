@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { TestCriClient } from "../support/test-cri-client.js";
-import { type FakeRuntime, startFakeRuntime } from "./fake-runtime.js";
+import { type FakeRuntime, startFakeRuntime } from "./fake-cri-runtime.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: requests are inspected as decoded JSON-ish trees.
 type Any = any;

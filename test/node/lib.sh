@@ -2,7 +2,9 @@
 # Everything the node owns lives under $TN (the repo's .testnode/) or $RUN, so it never meets a system containerd.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TN=$ROOT/.testnode
+# Resolved: a git worktree reaches the one shared node through a .testnode symlink, and pid checks compare
+# /proc/PID/exe (always resolved) with paths below $TN; unresolved, restart found no containerd and started a second.
+TN=$(readlink -f "$ROOT/.testnode")
 # A prefix prepared elsewhere (e.g. a GPU host without a package registry: test/e2e/gpu-e2e.sh) can be named
 # instead; up.sh then installs nothing and only checks that the binaries are there.
 PREFIX=${KYBERNATE_TESTNODE_PREFIX:-$TN/prefix}
@@ -51,23 +53,25 @@ stop_pid() { # pid [seconds]: SIGTERM, then SIGKILL when it outlives the grace p
   for ((i = 0; i < 50; i++)); do [ -d "/proc/$pid" ] || return 0; sleep 0.1; done
 }
 
-# Runs a daemon with no file descriptor of ours beyond stdin/out/err: one inherited lock (this script's fd 9, or
-# an engineer's `flock LOCKFILE …` around the whole script) would be held by the daemon for as long as it lives.
-without_inherited_fds() {
-  local fd
-  for fd in /proc/self/fd/*; do
-    fd=${fd##*/}
-    [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
-  done
-  exec "$@"
-}
-
 # up, down and restart serialize on this lock: test runs and engineers share one node.
 lock_node() {
   mkdir -p "$TN"
-  # Daemons started while holding it must not inherit fd 9 (see the 9>&- below), or they would hold it forever.
+  # Daemons started while holding it must not inherit fd 9 (spawn_daemon closes it), or they would hold it forever.
   exec 9>"$TN/lock"
   flock -w 300 9 || die "another test node script holds $TN/lock for over 5 min; check ps for up.sh/down.sh"
+}
+
+# Starts a daemon in its own session with no descriptor but its stdio (redirect them on the call). A lock held by
+# whoever runs this script, lock_node's fd 9 or the fd of an outer `flock FILE bash up.sh` (usually 3), would
+# otherwise live on in the daemon, and nobody would get that lock again while the daemon runs.
+spawn_daemon() { # command... ; $! is the daemon's pid
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$@"
+  ) &
 }
 
 ctr_() { "$PREFIX/bin/ctr" --address "$CD_SOCK" "$@"; }
@@ -87,8 +91,8 @@ start_containerd() {
     [ -f "$h/cgroup.procs" ] && [ ! -e "$h/$NS" ] && ! grep -qxF "$h/$NS" "$CGROUP_MARK" 2>/dev/null && echo "$h/$NS" >>"$CGROUP_MARK"
   done
   # containerd looks up containerd-shim-runc-v2, runc and criu on PATH: the prefix's come first.
-  (PATH="$PREFIX/bin:$PATH" without_inherited_fds setsid "$PREFIX/bin/containerd" --config "$CONFIG" \
-    >>"$LOGDIR/containerd.log" 2>&1 </dev/null) &
+  PATH="$PREFIX/bin:$PATH" spawn_daemon "$PREFIX/bin/containerd" --config "$CONFIG" \
+    >>"$LOGDIR/containerd.log" 2>&1 </dev/null
   echo $! >"$TN/containerd.pid"
   wait_containerd
 }
@@ -133,7 +137,7 @@ start_registry() {
   if [ -n "$(registry_http_status GET /v2/)" ]; then
     die "something else already serves 127.0.0.1:$PORT; stop it or pick another port with KYBERNATE_TESTNODE_PORT=..."
   fi
-  (without_inherited_fds setsid "$PREFIX/bin/docker-registry" serve "$REG_CONFIG" >>"$LOGDIR/registry.log" 2>&1 </dev/null) &
+  spawn_daemon "$PREFIX/bin/docker-registry" serve "$REG_CONFIG" >>"$LOGDIR/registry.log" 2>&1 </dev/null
   echo $! >"$TN/registry.pid"
   local pid=$! i
   for ((i = 0; i < 100; i++)); do

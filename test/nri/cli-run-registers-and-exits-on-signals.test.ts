@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
 import { packageRoot } from "../../src/base/paths.js";
 import { VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { container, pod, within } from "./fixtures.js";
 
 const MAIN = join(packageRoot, "dist", "src", "cli", "main.js");

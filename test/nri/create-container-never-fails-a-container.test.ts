@@ -3,10 +3,11 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, it } from "node:test";
+import { DeadlineExceeded } from "../../src/base/deadline.js";
 import { version } from "../../src/base/version.js";
-import type { NriHandlers } from "../../src/nri/handlers.js";
+import type { NriContext, NriHandlers } from "../../src/nri/handlers.js";
 import { CRIU_CONFIG_ANNOTATION, VERSION_ANNOTATION } from "../../src/plugin/kybernate-plugin.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { captureLog, container, kybernateFor, pod, stubFor, within } from "./fixtures.js";
 
 describe("CreateContainer with kybernate's handlers", () => {
@@ -40,7 +41,6 @@ describe("CreateContainer with kybernate's handlers", () => {
     assert.match(readFileSync(criuConfig, "utf8"), /^action-script /m);
     assert.deepEqual(response.update, []);
     assert.deepEqual(response.evict, []);
-    assert.ok(stub.inventory.containers.has("sel-c"));
   });
 
   it("a container annotated rather than labelled is selected too", async () => {
@@ -72,9 +72,12 @@ describe("CreateContainer when the handler misbehaves", () => {
   let runtime: FakeRuntime;
   let behaviour: "throw" | "reject" | "slow" | "ok" = "ok";
   const capture = captureLog();
+  let lastCtx: NriContext | undefined;
+  let remainingAtStart = 0;
   const handlers: NriHandlers = {
-    events: [],
-    createContainer: async () => {
+    createContainer: async (_pod, _container, ctx) => {
+      lastCtx = ctx;
+      remainingAtStart = ctx.deadline.remaining();
       if (behaviour === "throw") throw new Error("handler bug");
       if (behaviour === "reject") return Promise.reject(new Error("async handler bug"));
       if (behaviour === "slow") await new Promise((r) => setTimeout(r, REQUEST_TIMEOUT_MS * 3));
@@ -130,5 +133,26 @@ describe("CreateContainer when the handler misbehaves", () => {
     const next = await conn.createContainer(p, container("c-after", p.id));
     assert.deepEqual(next.adjust?.annotations, { late: "yes" });
     assert.ok(stub.connected);
+  });
+
+  it("the handler sees the guard's deadline, and its signal aborts when the guard gives up", async () => {
+    const conn = runtime.connections[0];
+    assert.ok(conn);
+    const p = pod("p-ctx");
+    behaviour = "ok";
+    await conn.createContainer(p, container("c-ctx-ok", p.id));
+    // 75 % of the request timeout, less what the call spent in transit.
+    assert.ok(
+      remainingAtStart > REQUEST_TIMEOUT_MS * 0.5 && remainingAtStart <= REQUEST_TIMEOUT_MS * 0.75,
+      `the handler was given ${remainingAtStart} ms`,
+    );
+    assert.equal(lastCtx?.signal.aborted, false);
+    behaviour = "slow";
+    await conn.createContainer(p, container("c-ctx-slow", p.id));
+    const ctx = lastCtx;
+    assert.equal(ctx?.signal, ctx?.deadline.signal);
+    assert.equal(ctx?.signal.aborted, true, "the guard answered, but the handler's signal did not abort");
+    assert.ok(ctx?.signal.reason instanceof DeadlineExceeded, String(ctx?.signal.reason));
+    behaviour = "ok";
   });
 });

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { encode, PLUGIN_SERVICE } from "../../src/nri/codec.js";
+import { EVENT_ROUTES } from "../../src/nri/events.js";
+import type { NriContext, NriHandlers } from "../../src/nri/handlers.js";
 import type { NriStub } from "../../src/nri/stub.js";
-import type { LifecycleEvent } from "../../src/nri/types.js";
-import { NriEvent } from "../../src/nri/types.js";
-import { Code, TtrpcError } from "../../src/wire/index.js";
-import { FakeRuntime, type PluginConnection } from "./fake-runtime.js";
+import { type Container, NriEvent, type PodSandbox } from "../../src/nri/types.js";
+import { Code, TtrpcError } from "../../src/wire/ttrpc/status.js";
+import { FakeRuntime, type PluginConnection } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
 
 /** Events NRI <= v0.11 sends as StateChange and v0.12 as an RPC of the same name (request/response types). */
@@ -26,28 +27,49 @@ const RPC_ONLY_EVENTS: [NriEvent, string][] = [
 ];
 const POD_EVENTS = new Set([NriEvent.RunPodSandbox, NriEvent.StopPodSandbox, NriEvent.RemovePodSandbox]);
 
+interface Seen {
+  event: NriEvent;
+  pod: PodSandbox;
+  container?: Container;
+  ctx: NriContext;
+}
+
+/** One handler per event, each recording what it got: implementing them all subscribes every event. */
+function recordingHandlers(record: (seen: Seen) => void): NriHandlers {
+  const handlers: NriHandlers = {};
+  for (const route of EVENT_ROUTES) {
+    if (route.kind === "pod") {
+      handlers[route.handler] = (pod, ctx) => record({ event: route.event, pod, ctx });
+    } else {
+      handlers[route.handler] = (pod, container, ctx) => record({ event: route.event, pod, container, ctx });
+    }
+  }
+  return handlers;
+}
+
 describe("NRI events", () => {
   let runtime: FakeRuntime;
   let stub: NriStub;
   let conn: PluginConnection;
-  const seen: LifecycleEvent[] = [];
+  const seen: Seen[] = [];
   let failNext = false;
+  let subscribed = 0;
 
   before(async () => {
     runtime = await FakeRuntime.start();
-    stub = stubFor(runtime, {
-      events: [],
-      event: (e) => {
+    stub = stubFor(
+      runtime,
+      recordingHandlers((e) => {
         seen.push(e);
         if (failNext) {
           failNext = false;
           throw new Error("handler bug");
         }
-      },
-    });
+      }),
+    );
     await within(3000, "registration", stub.start());
     conn = await runtime.nextConnection();
-    await conn.handshake;
+    subscribed = (await conn.handshake).events;
   });
   after(async () => {
     await stub.stop();
@@ -89,30 +111,23 @@ describe("NRI events", () => {
     });
   }
 
-  it("keeps the inventory: pods and containers come and go with the events", async () => {
-    const p = pod("inv");
-    const other = pod("inv-other");
-    const c1 = container("inv-c1", p.id);
-    const c2 = container("inv-c2", p.id);
-    const c3 = container("inv-c3", other.id);
-    await conn.stateChange(NriEvent.RunPodSandbox, p);
-    await dedicated("RunPodSandbox", { pod: other });
-    await conn.createContainer(p, c1);
-    await conn.createContainer(p, c2);
-    await conn.createContainer(other, c3);
-    assert.ok(stub.inventory.pods.has(p.id) && stub.inventory.pods.has(other.id));
-    assert.deepEqual(
-      ["inv-c1", "inv-c2", "inv-c3"].map((id) => stub.inventory.containers.has(id)),
-      [true, true, true],
-    );
-    await dedicated("RemoveContainer", { pod: p, container: c1 });
-    assert.equal(stub.inventory.containers.has("inv-c1"), false);
-    await conn.stateChange(NriEvent.RemovePodSandbox, p);
-    assert.equal(stub.inventory.pods.has(p.id), false);
-    assert.equal(stub.inventory.containers.has("inv-c2"), false, "a removed pod's containers go with it");
-    assert.equal(stub.inventory.containers.has("inv-c3"), true);
-    await dedicated("RemovePodSandbox", { pod: other });
-    assert.equal(stub.inventory.containers.has("inv-c3"), false);
+  it("a handler for every event subscribes every event but CreateContainer, inside 0x7ff", () => {
+    assert.equal(subscribed, 0x7ff & ~(1 << (NriEvent.CreateContainer - 1)));
+  });
+
+  it("each handler gets the call's context: the runtime's deadline and its signal", async () => {
+    const before = Date.now();
+    await conn.stateChange(NriEvent.StartContainer, pod("pc"), container("cc", "pc"));
+    await dedicated("StopContainer", { pod: pod("pc"), container: container("cc", "pc") });
+    assert.equal(seen.length, 2);
+    for (const { ctx } of seen) {
+      // The fake runtime calls with its 2 s request timeout, as containerd does.
+      const at = ctx.deadline.at;
+      assert.ok(at > before && at <= Date.now() + 2000, `deadline ${at - before} ms after the call`);
+      assert.equal(ctx.signal, ctx.deadline.signal);
+      // Done once the call is answered: the deadline's timer is gone, its signal never fired.
+      assert.equal(ctx.signal.aborted, false);
+    }
   });
 
   it("a throwing event handler still answers OK (an error would only get the plugin dropped)", async () => {

@@ -5,13 +5,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino } from "pino";
+import { Deadline } from "../../src/base/deadline.js";
 import type { Logger } from "../../src/base/log.js";
-import type { NriHandlers } from "../../src/nri/handlers.js";
+import type { NriContext, NriHandlers } from "../../src/nri/handlers.js";
 import { NriStub, type StubOptions } from "../../src/nri/stub.js";
 import { type Container, ContainerState, type PodSandbox } from "../../src/nri/types.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
 import { parseSelector } from "../../src/plugin/selector.js";
-import type { FakeRuntime } from "./fake-runtime.js";
+import type { FakeRuntime } from "./fake-nri-runtime.js";
 
 export function pod(id: string, extra: Partial<PodSandbox> = {}): PodSandbox {
   return {
@@ -43,6 +44,12 @@ export function container(id: string, podSandboxId: string, extra: Partial<Conta
     CDIDevices: [],
     ...extra,
   };
+}
+
+/** A handler's context for calling handlers directly, as the stub would with a runtime's `ms` deadline. */
+export function callContext(ms = 2000): NriContext {
+  const deadline = Deadline.after(ms, { what: "the test's call" });
+  return { deadline, signal: deadline.signal };
 }
 
 export interface LogCapture {

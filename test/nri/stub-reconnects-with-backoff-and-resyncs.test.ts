@@ -1,15 +1,24 @@
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { describe, it } from "node:test";
-import { FakeRuntime } from "./fake-runtime.js";
+import type { NriHandlers } from "../../src/nri/handlers.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
+
+/** The least a plugin can implement: one event handler (a plugin handling none is refused). */
+const minimal: NriHandlers = { removeContainer: () => undefined };
 
 describe("NRI stub reconnection", () => {
   it("reconnects and re-syncs after the runtime closes the connection, within the first backoff step", async (t) => {
     const p = pod("p1");
     const runtime = await FakeRuntime.start({ pods: [p], containers: [container("c1", p.id)] });
     // The stub's defaults: what `kybernate run` uses against containerd.
-    const stub = stubFor(runtime, { events: [] }, { retryInitialMs: undefined, retryMaxMs: undefined });
+    const synchronized: string[][] = [];
+    const stub = stubFor(
+      runtime,
+      { ...minimal, synchronize: (_pods, containers) => void synchronized.push(containers.map((c) => c.id)) },
+      { retryInitialMs: undefined, retryMaxMs: undefined },
+    );
     const disconnects: string[] = [];
     stub.on("disconnected", (why) => disconnects.push(why));
     try {
@@ -18,14 +27,14 @@ describe("NRI stub reconnection", () => {
       let conn = await runtime.nextConnection();
       await conn.handshake;
       for (let round = 0; round < 5; round++) {
-        // The runtime's state changed while the plugin was away: the re-sync must replace the inventory.
-        stub.inventory.putContainer(container(`stale-${round}`, p.id));
+        synchronized.length = 0;
         const dropped = performance.now();
         conn.drop();
         const next = await runtime.nextConnection();
         const { syncedAt } = await within(2000, `re-registration ${round}`, next.handshake);
         samples.push(syncedAt - dropped);
-        assert.deepEqual([...stub.inventory.containers.keys()], ["c1"]);
+        // The whole state of the runtime, once, on each new connection: nothing carried over from the last.
+        assert.deepEqual(synchronized, [["c1"]]);
         conn = next;
       }
       t.diagnostic(`reconnect + re-sync after a drop: ${samples.map((s) => s.toFixed(0)).join(", ")} ms`);
@@ -42,7 +51,7 @@ describe("NRI stub reconnection", () => {
 
   it("backs off exponentially up to its cap while the runtime keeps refusing, then resets", async (t) => {
     const runtime = await FakeRuntime.start();
-    const stub = stubFor(runtime, { events: [] }, { retryInitialMs: 40, retryMaxMs: 160 });
+    const stub = stubFor(runtime, minimal, { retryInitialMs: 40, retryMaxMs: 160 });
     let refusing = true;
     // A runtime that drops every plugin at once, as containerd does when registration fails.
     const refuser = (async () => {
@@ -84,7 +93,7 @@ describe("NRI stub reconnection", () => {
 
   it("gives up a registration the runtime never configures, and retries on a new connection", async (t) => {
     const runtime = await FakeRuntime.start({ configure: false });
-    const stub = stubFor(runtime, { events: [] }, { registrationTimeoutMs: 300, retryInitialMs: 50 });
+    const stub = stubFor(runtime, minimal, { registrationTimeoutMs: 300, retryInitialMs: 50 });
     try {
       void stub.start();
       const first = await runtime.nextConnection();
@@ -107,7 +116,7 @@ describe("NRI stub reconnection", () => {
 
   it("stop() during a registration the runtime never completes returns at once", async () => {
     const runtime = await FakeRuntime.start({ configure: false });
-    const stub = stubFor(runtime, { events: [] }, { registrationTimeoutMs: 5000 });
+    const stub = stubFor(runtime, minimal, { registrationTimeoutMs: 5000 });
     try {
       void stub.start();
       const conn = await runtime.nextConnection();
@@ -126,7 +135,7 @@ describe("NRI stub reconnection", () => {
 
   it("stop() right after the runtime accepted, before registration finished, does not hang", async () => {
     const runtime = await FakeRuntime.start();
-    const stub = stubFor(runtime, { events: [] });
+    const stub = stubFor(runtime, minimal);
     try {
       void stub.start();
       await runtime.nextConnection();
@@ -140,11 +149,7 @@ describe("NRI stub reconnection", () => {
   it("retries while no runtime listens yet, and stop() ends the loop at once", async () => {
     const runtime = await FakeRuntime.start();
     const missing = `${runtime.socketPath}.absent`;
-    const stub = stubFor(
-      runtime,
-      { events: [] },
-      { socketPath: missing, retryInitialMs: 1000, retryMaxMs: 1000 },
-    );
+    const stub = stubFor(runtime, minimal, { socketPath: missing, retryInitialMs: 1000, retryMaxMs: 1000 });
     void stub.start();
     await new Promise((r) => setTimeout(r, 50));
     const started = performance.now();

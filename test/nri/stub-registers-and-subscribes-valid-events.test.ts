@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { eventMask } from "../../src/nri/events.js";
 import { NriStub } from "../../src/nri/stub.js";
 import { NriEvent } from "../../src/nri/types.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { captureLog, kybernateFor, stubFor, within } from "./fixtures.js";
 
 /** containerd 2.0/2.1 (NRI v0.8) fail Configure for any bit above REMOVE_CONTAINER. */
@@ -27,11 +27,8 @@ describe("NRI stub registration", () => {
       const conn = await runtime.nextConnection();
       assert.deepEqual(await conn.registered, { pluginName: "kybernate", pluginIdx: "42", NRIVersion: "" });
       const { events } = await conn.handshake;
-      const expected =
-        (1 << (NriEvent.RunPodSandbox - 1)) |
-        (1 << (NriEvent.RemovePodSandbox - 1)) |
-        (1 << (NriEvent.CreateContainer - 1)) |
-        (1 << (NriEvent.RemoveContainer - 1));
+      // What kybernate implements, nothing more: pod events would be two more calls per pod under the NRI lock.
+      const expected = (1 << (NriEvent.CreateContainer - 1)) | (1 << (NriEvent.RemoveContainer - 1));
       assert.equal(events, expected, `mask 0x${events.toString(16)}`);
       assert.equal(events & ~VALID_ON_ALL_RUNTIMES, 0);
       assert.equal(await registered, "containerd v2.1.9");
@@ -44,7 +41,7 @@ describe("NRI stub registration", () => {
   });
 
   it("subscribes to CreateContainer alone when a plugin only sets createContainer", async () => {
-    const stub = stubFor(runtime, { events: [], createContainer: () => undefined });
+    const stub = stubFor(runtime, { createContainer: () => undefined });
     try {
       await within(3000, "registration", stub.start());
       const conn = await runtime.nextConnection();
@@ -52,6 +49,33 @@ describe("NRI stub registration", () => {
     } finally {
       await stub.stop();
     }
+  });
+
+  it("subscribes exactly the events whose handler is implemented", async () => {
+    const stub = stubFor(runtime, {
+      removePodSandbox: () => undefined,
+      startContainer: () => undefined,
+      stopContainer: () => undefined,
+      synchronize: () => undefined,
+    });
+    try {
+      await within(3000, "registration", stub.start());
+      const conn = await runtime.nextConnection();
+      const expected =
+        (1 << (NriEvent.RemovePodSandbox - 1)) |
+        (1 << (NriEvent.StartContainer - 1)) |
+        (1 << (NriEvent.StopContainer - 1));
+      assert.equal((await conn.handshake).events, expected);
+    } finally {
+      await stub.stop();
+    }
+  });
+
+  it("refuses handlers that handle no event: containerd would read the empty mask 0 as every event", () => {
+    assert.throws(
+      () => stubFor(runtime, { synchronize: () => undefined, configure: () => undefined }),
+      /subscribe to no event \(a mask of 0 would make containerd send every event\)/,
+    );
   });
 
   it("keeps every possible subscription inside 0x7ff and refuses events the oldest runtime rejects", () => {
@@ -72,7 +96,7 @@ describe("NRI stub registration", () => {
       assert.throws(
         () =>
           new NriStub(
-            { events: [] },
+            { removeContainer: () => undefined },
             {
               socketPath: runtime.socketPath,
               pluginName: "kybernate",

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NriHandlers } from "../../src/nri/handlers.js";
 import type { Container, PodSandbox } from "../../src/nri/types.js";
-import { FakeRuntime } from "./fake-runtime.js";
+import { FakeRuntime } from "./fake-nri-runtime.js";
 import { container, pod, stubFor, within } from "./fixtures.js";
 
 function state(podCount: number, perPod: number): { pods: PodSandbox[]; containers: Container[] } {
@@ -24,11 +24,11 @@ describe("NRI Synchronize", () => {
     it(`${c.name}: answers {more:true} to each part, acts once on the whole state`, async () => {
       const { pods, containers } = state(c.pods, c.perPod);
       const runtime = await FakeRuntime.start({ pods, containers, syncChunk: c.chunk });
-      const seen: { pods: string[]; containers: string[] }[] = [];
+      const seen: { pods: PodSandbox[]; containers: Container[] }[] = [];
       const handlers: NriHandlers = {
-        events: [],
+        removeContainer: () => undefined,
         synchronize: (p, ctrs) => {
-          seen.push({ pods: p.map((x) => x.id), containers: ctrs.map((x) => x.id) });
+          seen.push({ pods: p, containers: ctrs });
         },
       };
       const stub = stubFor(runtime, handlers);
@@ -41,17 +41,23 @@ describe("NRI Synchronize", () => {
           [...Array(c.messages - 1).fill(true), false],
         );
         assert.ok(sync.every((r) => r.update.length === 0));
-        assert.deepEqual(seen, [{ pods: pods.map((p) => p.id), containers: containers.map((x) => x.id) }]);
+        // Acted on once, with every pod and container of every part, in the runtime's order.
+        assert.equal(seen.length, 1);
+        const [whole] = seen;
         assert.deepEqual(
-          [...stub.inventory.pods.keys()],
+          whole?.pods.map((p) => p.id),
           pods.map((p) => p.id),
         );
         assert.deepEqual(
-          [...stub.inventory.containers.keys()],
+          whole?.containers.map((x) => x.id),
           containers.map((x) => x.id),
         );
-        const first = containers[0];
-        if (first) assert.equal(stub.inventory.podOf(first)?.name, `pod-${first.podSandboxId}`);
+        // Whole objects, not ids: a container's pod can be looked up among the pods handed over.
+        const first = whole?.containers[0];
+        if (first) {
+          const podOf = whole?.pods.find((p) => p.id === first.podSandboxId);
+          assert.equal(podOf?.name, `pod-${first.podSandboxId}`);
+        }
       } finally {
         await stub.stop();
         await runtime.close();
@@ -62,16 +68,18 @@ describe("NRI Synchronize", () => {
   it("a failing synchronize handler still completes registration", async () => {
     const { pods, containers } = state(2, 1);
     const runtime = await FakeRuntime.start({ pods, containers, syncChunk: 1 });
+    const given: number[] = [];
     const stub = stubFor(runtime, {
-      events: [],
-      synchronize: () => {
+      removeContainer: () => undefined,
+      synchronize: (_pods, ctrs) => {
+        given.push(ctrs.length);
         throw new Error("handler bug");
       },
     });
     try {
       await within(3000, "registration", stub.start());
       assert.equal((await (await runtime.nextConnection()).handshake).sync.length, 2);
-      assert.equal(stub.inventory.containers.size, 2);
+      assert.deepEqual(given, [2], "called once, with both containers of the split state");
     } finally {
       await stub.stop();
       await runtime.close();

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { silentLogger } from "../../src/base/log.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
-import { container, pod } from "../nri/fixtures.js";
+import { callContext, container, pod } from "../nri/fixtures.js";
 
 const stateDir = mkdtempSync(join(tmpdir(), "kybernate-resync-"));
 after(() => rmSync(stateDir, { recursive: true, force: true }));
@@ -31,12 +31,12 @@ test("resync re-manages surviving GPU containers and deletes the files of remove
   });
   const p = pod("pod1");
   const gpu = (id: string) => container(id, "pod1", { env: ["NVIDIA_VISIBLE_DEVICES=0"] });
-  for (const id of ["kept", "gone"]) assert.ok(await handlers.createContainer?.(p, gpu(id)));
-  await handlers.createContainer?.(p, container("plain", "pod1"));
+  for (const id of ["kept", "gone"]) assert.ok(await handlers.createContainer?.(p, gpu(id), callContext()));
+  await handlers.createContainer?.(p, container("plain", "pod1"), callContext());
   assert.deepEqual(managed.sort(), ["gone", "kept"]);
 
   managed.length = 0;
-  await handlers.synchronize?.([p], [gpu("kept"), container("plain", "pod1")]);
+  await handlers.synchronize?.([p], [gpu("kept"), container("plain", "pod1")], callContext());
   assert.deepEqual(
     managed,
     ["kept"],

@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { Code, Multiplexer, TtrpcClient, TtrpcError, TtrpcServer } from "../../src/wire/index.js";
+import { Multiplexer } from "../../src/wire/mux/multiplexer.js";
+import { TtrpcClient } from "../../src/wire/ttrpc/client.js";
+import { TtrpcServer } from "../../src/wire/ttrpc/server.js";
+import { Code, TtrpcError } from "../../src/wire/ttrpc/status.js";
 import { str, text, unixSocketPair, within } from "./helpers.js";
 
 type Pair = Awaited<ReturnType<typeof unixSocketPair>>;

@@ -1,5 +1,7 @@
+import { LengthPrefixedDecoder, type LengthPrefixedFormat } from "../length-prefixed.js";
+
 /** NRI multiplexer frames: `u32 connID | u32 payloadLength | payload`, big-endian (containerd/nri pkg/net/multiplex). */
-export const FRAME_HEADER_LENGTH = 8;
+const FRAME_HEADER_LENGTH = 8;
 
 /** Largest payload the Go multiplexer writes: one whole ttrpc message (10-byte header + 4 MiB). */
 export const MAX_FRAME_PAYLOAD = 10 + (4 << 20);
@@ -8,7 +10,7 @@ export const MAX_FRAME_PAYLOAD = 10 + (4 << 20);
  * The Go peer hands each frame to ttrpc's 4096-byte bufio.Reader as one Read: a frame that starts a message
  * must fit that buffer, while the rest of the message is read straight into a buffer of exactly its size.
  */
-export const PEER_READ_BUFFER = 4096;
+const PEER_READ_BUFFER = 4096;
 
 export class FrameError extends Error {
   override readonly name = "FrameError";
@@ -47,63 +49,37 @@ export function frameMessage(connId: number, message: Uint8Array): Buffer {
   return out;
 }
 
+interface FrameHeader {
+  connId: number;
+  length: number;
+}
+
+function readFrameHeader(bytes: Buffer): FrameHeader {
+  const connId = bytes.readUInt32BE(0);
+  const length = bytes.readUInt32BE(4);
+  if (length > MAX_FRAME_PAYLOAD) {
+    throw new FrameError(
+      `NRI multiplexer: frame for connection ${connId} announces ${length} bytes, above the ${MAX_FRAME_PAYLOAD}-byte limit; the peer is not an NRI multiplexer (check the socket path)`,
+    );
+  }
+  return { connId, length };
+}
+
+const FRAME_FORMAT: LengthPrefixedFormat<FrameHeader> = {
+  headerLength: FRAME_HEADER_LENGTH,
+  readHeader: readFrameHeader,
+  lengthOf: (header) => header.length,
+};
+
 /**
  * Cuts a byte stream into frames, whatever the chunking (one byte at a time or many frames per chunk).
  * push() throws FrameError for a length no NRI peer sends, which means the stream is not NRI at all.
  */
-export class FrameDecoder {
-  private readonly header = Buffer.alloc(FRAME_HEADER_LENGTH);
-  private headerFilled = 0;
-  private connId = 0;
-  private length = -1;
-  private chunks: Buffer[] = [];
-  private received = 0;
-
-  constructor(private readonly onFrame: (connId: number, payload: Buffer) => void) {}
-
-  /** Bytes of an incomplete frame held so far; 0 between frames. */
-  get partialBytes(): number {
-    return this.length < 0 ? this.headerFilled : FRAME_HEADER_LENGTH + this.received;
-  }
-
-  push(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length) {
-      if (this.length < 0) {
-        const take = Math.min(FRAME_HEADER_LENGTH - this.headerFilled, chunk.length - offset);
-        chunk.copy(this.header, this.headerFilled, offset, offset + take);
-        this.headerFilled += take;
-        offset += take;
-        if (this.headerFilled < FRAME_HEADER_LENGTH) return;
-        this.headerFilled = 0;
-        this.connId = this.header.readUInt32BE(0);
-        const length = this.header.readUInt32BE(4);
-        if (length > MAX_FRAME_PAYLOAD) {
-          throw new FrameError(
-            `NRI multiplexer: frame for connection ${this.connId} announces ${length} bytes, above the ${MAX_FRAME_PAYLOAD}-byte limit; the peer is not an NRI multiplexer (check the socket path)`,
-          );
-        }
-        this.length = length;
-        this.received = 0;
-        this.chunks = [];
-        if (length === 0) this.emit();
-        continue;
-      }
-      const take = Math.min(this.length - this.received, chunk.length - offset);
-      this.chunks.push(chunk.subarray(offset, offset + take));
-      this.received += take;
-      offset += take;
-      if (this.received === this.length) this.emit();
-    }
-  }
-
-  private emit(): void {
-    const chunks = this.chunks;
-    const payload = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.length);
-    const connId = this.connId;
-    this.length = -1;
-    this.chunks = [];
-    this.received = 0;
-    this.onFrame(connId, payload);
+export class FrameDecoder extends LengthPrefixedDecoder<FrameHeader> {
+  constructor(onFrame: (connId: number, payload: Buffer) => void) {
+    // Frames keep every body, so `payload` is always set.
+    super(FRAME_FORMAT, (header, payload) => {
+      if (payload) onFrame(header.connId, payload);
+    });
   }
 }

@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import { LengthPrefixedDecoder, type LengthPrefixedFormat } from "../length-prefixed.js";
 import {
   decodeHeader,
   HEADER_LENGTH,
@@ -32,17 +33,16 @@ export interface ChannelEvents {
  * Each message is written with ONE write() call: the multiplexer relies on that to frame messages.
  */
 export class MessageChannel {
-  private readonly header = Buffer.alloc(HEADER_LENGTH);
-  private headerFilled = 0;
-  private current: MessageHeader | undefined;
-  private chunks: Buffer[] = [];
-  private received = 0;
+  private readonly decoder: LengthPrefixedDecoder<MessageHeader>;
   private closedReason: Error | undefined;
 
   constructor(
     private readonly conn: Duplex,
     private readonly events: ChannelEvents,
   ) {
+    this.decoder = new LengthPrefixedDecoder(MESSAGE_FORMAT, (header, data) =>
+      events.onMessage(data ? { header, oversized: false, data } : { header, oversized: true }),
+    );
     conn.on("data", (chunk: Buffer) => this.consume(chunk));
     conn.on("end", () => this.shutdown(this.peerClosedError()));
     conn.on("error", (err: Error) =>
@@ -89,11 +89,12 @@ export class MessageChannel {
 
   private peerClosedError(): Error {
     const transportReason = (this.conn as Duplex & HasCloseReason).closeReason;
-    const where = this.current
-      ? ` in the middle of a ${messageTypeName(this.current.type)} message on stream ${this.current.streamId} (got ${this.received} of ${this.current.dataLength} data bytes)`
-      : this.headerFilled > 0
-        ? ` in the middle of a message header (got ${this.headerFilled} of ${HEADER_LENGTH} bytes)`
-        : "";
+    const partial = this.decoder.partial;
+    const where = !partial
+      ? ""
+      : partial.header
+        ? ` in the middle of a ${messageTypeName(partial.header.type)} message on stream ${partial.header.streamId} (got ${partial.bodyBytes} of ${partial.bodyLength} data bytes)`
+        : ` in the middle of a message header (got ${partial.headerBytes} of ${HEADER_LENGTH} bytes)`;
     return transportReason
       ? new Error(`ttrpc: connection closed${where}: ${transportReason.message}`, { cause: transportReason })
       : new Error(`ttrpc: the peer closed the connection${where}`);
@@ -102,61 +103,37 @@ export class MessageChannel {
   private shutdown(reason: Error): void {
     if (this.closedReason) return;
     this.closedReason = reason;
-    this.chunks = [];
+    this.decoder.stop();
     this.events.onClose(reason);
   }
 
   private consume(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length && !this.closedReason) {
-      if (!this.current) {
-        const take = Math.min(HEADER_LENGTH - this.headerFilled, chunk.length - offset);
-        chunk.copy(this.header, this.headerFilled, offset, offset + take);
-        this.headerFilled += take;
-        offset += take;
-        if (this.headerFilled < HEADER_LENGTH) return;
-        this.headerFilled = 0;
-        if (!this.startMessage(decodeHeader(this.header))) return;
-        continue;
-      }
-      const header = this.current;
-      const take = Math.min(header.dataLength - this.received, chunk.length - offset);
-      if (header.dataLength <= MAX_DATA_LENGTH) this.chunks.push(chunk.subarray(offset, offset + take));
-      this.received += take;
-      offset += take;
-      if (this.received === header.dataLength) this.finishMessage();
+    try {
+      this.decoder.push(chunk);
+    } catch (error) {
+      if (!(error instanceof NotTtrpcError)) throw error;
+      this.close(error);
     }
-  }
-
-  /** Returns false when the header is unusable and the channel was closed. */
-  private startMessage(header: MessageHeader): boolean {
-    if (header.dataLength > MAX_DATA_LENGTH && !isKnownMessageType(header.type)) {
-      // An unknown type with an absurd length is not a ttrpc peer: skipping gigabytes would only hang.
-      this.close(
-        new Error(
-          `ttrpc: received a header that is not ttrpc (type ${messageTypeName(header.type)}, data length ${header.dataLength} > ${MAX_DATA_LENGTH}); the peer does not speak ttrpc — check the socket path`,
-        ),
-      );
-      return false;
-    }
-    this.current = header;
-    this.received = 0;
-    this.chunks = [];
-    if (header.dataLength === 0) this.finishMessage();
-    return true;
-  }
-
-  private finishMessage(): void {
-    const header = this.current;
-    if (!header) return;
-    this.current = undefined;
-    const chunks = this.chunks;
-    this.chunks = [];
-    if (header.dataLength > MAX_DATA_LENGTH) {
-      this.events.onMessage({ header, oversized: true });
-      return;
-    }
-    const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, header.dataLength);
-    this.events.onMessage({ header, oversized: false, data });
   }
 }
+
+class NotTtrpcError extends Error {}
+
+/**
+ * ttrpc's framing. Data above 4 MiB of a known type is skipped as Go does (the stream stays in sync); an
+ * unknown type announcing that much is not a ttrpc peer at all, and skipping gigabytes would only hang.
+ */
+const MESSAGE_FORMAT: LengthPrefixedFormat<MessageHeader> = {
+  headerLength: HEADER_LENGTH,
+  readHeader(bytes) {
+    const header = decodeHeader(bytes);
+    if (header.dataLength > MAX_DATA_LENGTH && !isKnownMessageType(header.type)) {
+      throw new NotTtrpcError(
+        `ttrpc: received a header that is not ttrpc (type ${messageTypeName(header.type)}, data length ${header.dataLength} > ${MAX_DATA_LENGTH}); the peer does not speak ttrpc — check the socket path`,
+      );
+    }
+    return header;
+  },
+  lengthOf: (header) => header.dataLength,
+  keepBody: (header) => header.dataLength <= MAX_DATA_LENGTH,
+};

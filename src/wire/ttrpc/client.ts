@@ -1,8 +1,8 @@
 import type { Duplex } from "node:stream";
+import { Deadline } from "../../base/deadline.js";
 import type { Logger } from "../../base/log.js";
 import { silentLogger } from "../../base/log.js";
 import { type IncomingMessage, MessageChannel } from "./channel.js";
-import { startDeadline } from "./deadline.js";
 import { MessageType, messageTypeName } from "./header.js";
 import { decodeResponse, encodeRequest, type KeyValue } from "./messages.js";
 import { Code, TtrpcError } from "./status.js";
@@ -61,77 +61,62 @@ export class TtrpcClient {
    */
   call(service: string, method: string, payload: Uint8Array, options: CallOptions = {}): Promise<Uint8Array> {
     const fullMethod = `${service}/${method}`;
-    return new Promise<Uint8Array>((resolve, reject) => {
-      if (options.signal?.aborted) {
-        reject(new TtrpcError(Code.CANCELLED, `ttrpc: ${fullMethod} was cancelled before it was sent`));
-        return;
-      }
-      if (this.channel.closed) {
-        reject(this.unavailable(fullMethod));
-        return;
-      }
-      if (this.nextStreamId > MAX_STREAM_ID) {
-        reject(
-          new TtrpcError(
-            Code.RESOURCE_EXHAUSTED,
-            `ttrpc: this connection has used all its stream ids; open a new connection to call ${fullMethod}`,
-          ),
-        );
-        return;
-      }
-      const streamId = this.nextStreamId;
-      const timeoutMs = options.timeoutMs;
-      const request = encodeRequest({
-        service,
-        method,
-        payload,
-        timeoutNano: timeoutMs !== undefined && timeoutMs > 0 ? Math.round(timeoutMs * 1e6) : 0,
-        metadata: toKeyValues(options.metadata),
-      });
-
-      let cancelDeadline = (): void => {};
-      const onAbort = (): void =>
-        finish(() =>
-          reject(new TtrpcError(Code.CANCELLED, `ttrpc: ${fullMethod} (stream ${streamId}) was cancelled`)),
-        );
-      const finish = (settle: () => void): void => {
-        if (this.pending.get(streamId) !== entry) return;
-        this.pending.delete(streamId);
-        cancelDeadline();
-        options.signal?.removeEventListener("abort", onAbort);
-        settle();
-      };
-      const entry: PendingCall = {
-        fullMethod,
-        resolve: (value) => finish(() => resolve(value)),
-        reject: (err) => finish(() => reject(err)),
-      };
-
-      try {
-        this.channel.send(streamId, MessageType.REQUEST, 0, request);
-      } catch (err) {
-        reject(
-          err instanceof TtrpcError
-            ? err
-            : new TtrpcError(Code.INTERNAL, `ttrpc: ${fullMethod}: ${String(err)}`),
-        );
-        return;
-      }
-      // Ids advance only for requests that went out: the server requires them to increase, not to be dense.
-      this.nextStreamId += 2;
-      this.pending.set(streamId, entry);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeoutMs !== undefined && timeoutMs > 0) {
-        cancelDeadline = startDeadline(timeoutMs, () =>
-          entry.reject(
-            new TtrpcError(
+    const { signal, timeoutMs } = options;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new TtrpcError(Code.CANCELLED, `ttrpc: ${fullMethod} was cancelled before it was sent`),
+      );
+    }
+    if (this.channel.closed) return Promise.reject(this.unavailable(fullMethod));
+    if (this.nextStreamId > MAX_STREAM_ID) {
+      return Promise.reject(
+        new TtrpcError(
+          Code.RESOURCE_EXHAUSTED,
+          `ttrpc: this connection has used all its stream ids; open a new connection to call ${fullMethod}`,
+        ),
+      );
+    }
+    const streamId = this.nextStreamId;
+    const timed = timeoutMs !== undefined && timeoutMs > 0;
+    const request = encodeRequest({
+      service,
+      method,
+      payload,
+      timeoutNano: timed ? Math.round(timeoutMs * 1e6) : 0,
+      metadata: toKeyValues(options.metadata),
+    });
+    try {
+      this.channel.send(streamId, MessageType.REQUEST, 0, request);
+    } catch (err) {
+      return Promise.reject(
+        err instanceof TtrpcError
+          ? err
+          : new TtrpcError(Code.INTERNAL, `ttrpc: ${fullMethod}: ${String(err)}`),
+      );
+    }
+    // Ids advance only for requests that went out: the server requires them to increase, not to be dense.
+    this.nextStreamId += 2;
+    const answer = new Promise<Uint8Array>((resolve, reject) => {
+      this.pending.set(streamId, { fullMethod, resolve, reject });
+    });
+    if (!timed && !signal) return answer;
+    const deadline = timed
+      ? Deadline.after(timeoutMs, { ...(signal ? { parent: signal } : {}) })
+      : Deadline.never({ ...(signal ? { parent: signal } : {}) });
+    return deadline
+      .race(answer, () =>
+        signal?.aborted
+          ? new TtrpcError(Code.CANCELLED, `ttrpc: ${fullMethod} (stream ${streamId}) was cancelled`)
+          : new TtrpcError(
               Code.DEADLINE_EXCEEDED,
               `ttrpc: ${fullMethod} (stream ${streamId}) got no answer within its ${timeoutMs} ms deadline`,
             ),
-          ),
-        );
-      }
-    });
+      )
+      .finally(() => {
+        // A late answer then finds no pending call and is dropped, as Go's client does.
+        this.pending.delete(streamId);
+        deadline.dispose();
+      });
   }
 
   /** Closes the connection; pending calls fail with UNAVAILABLE. */
@@ -142,6 +127,7 @@ export class TtrpcClient {
   private onMessage(message: IncomingMessage): void {
     const { header } = message;
     const call = this.pending.get(header.streamId);
+    this.pending.delete(header.streamId);
     if (!call) {
       // Late answers to calls that timed out land here; Go's client logs and drops them too.
       this.logger.debug(
@@ -191,7 +177,9 @@ export class TtrpcClient {
   }
 
   private onClose(reason: Error): void {
-    for (const call of [...this.pending.values()]) {
+    const calls = [...this.pending.values()];
+    this.pending.clear();
+    for (const call of calls) {
       call.reject(
         new TtrpcError(Code.UNAVAILABLE, `${reason.message} (while waiting for ${call.fullMethod})`, {
           cause: reason,

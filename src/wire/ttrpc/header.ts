@@ -12,13 +12,6 @@ export const MessageType = {
 
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
-/** Flags are only meaningful on streaming DATA messages, which this implementation does not use. */
-export const Flag = {
-  REMOTE_CLOSED: 0x1,
-  REMOTE_OPEN: 0x2,
-  NO_DATA: 0x4,
-} as const;
-
 export interface MessageHeader {
   dataLength: number;
   streamId: number;

@@ -1,8 +1,8 @@
 import type { Duplex } from "node:stream";
+import { Deadline } from "../../base/deadline.js";
 import type { Logger } from "../../base/log.js";
 import { silentLogger } from "../../base/log.js";
 import { type IncomingMessage, MessageChannel } from "./channel.js";
-import { startDeadline } from "./deadline.js";
 import { MAX_DATA_LENGTH, MessageType } from "./header.js";
 import { decodeRequest, encodeResponse, type Request } from "./messages.js";
 import { Code, TtrpcError } from "./status.js";
@@ -64,7 +64,7 @@ export class TtrpcServer {
 class ServerConnection implements ServedConnection {
   readonly closed: Promise<Error>;
   private readonly channel: MessageChannel;
-  /** Calls still running: aborting one also stops its deadline timer. */
+  /** Calls still running: aborting one also stops its deadline's timer. */
   private readonly inFlight = new Map<number, (reason: Error) => void>();
   private lastStreamId = 0;
   private resolveClosed!: (reason: Error) => void;
@@ -174,51 +174,48 @@ class ServerConnection implements ServedConnection {
     }
 
     const fullMethod = `${service}/${method}`;
+    const timeoutMs = request.timeoutNano / 1e6;
+    if (request.timeoutNano !== 0 && timeoutMs <= 0) {
+      this.sendStatus(streamId, Code.DEADLINE_EXCEEDED, deadlineExceeded(fullMethod, timeoutMs).message);
+      return;
+    }
+    const deadline =
+      request.timeoutNano !== 0 ? Deadline.after(timeoutMs, { what: fullMethod }) : Deadline.never();
+    // Not the deadline's own signal: the handler's carries a TtrpcError, so rethrowing it picks the status.
     const controller = new AbortController();
-    let cancelDeadline = (): void => {};
     this.inFlight.set(streamId, (reason) => {
-      cancelDeadline();
+      deadline.dispose();
       controller.abort(reason);
     });
     let answered = false;
     const answer = (code: number, message: string, payload?: Uint8Array): void => {
       if (answered) return;
       answered = true;
-      cancelDeadline();
+      deadline.dispose();
       this.inFlight.delete(streamId);
       if (code === Code.OK && payload) this.sendPayload(streamId, fullMethod, payload);
       else this.sendStatus(streamId, code, message);
     };
-
-    let deadline: number | undefined;
-    if (request.timeoutNano !== 0) {
-      const timeoutMs = request.timeoutNano / 1e6;
-      deadline = Date.now() + timeoutMs;
-      const expire = (): void => {
-        const err = new TtrpcError(
-          Code.DEADLINE_EXCEEDED,
-          `${fullMethod} did not finish within the caller's deadline of ${timeoutMs} ms`,
-        );
-        controller.abort(err);
-        answer(err.code, err.message);
-      };
-      if (timeoutMs <= 0) {
-        expire();
-        return;
-      }
-      cancelDeadline = startDeadline(timeoutMs, expire);
-    }
+    const expired = (): TtrpcError => {
+      const err = deadlineExceeded(fullMethod, timeoutMs);
+      controller.abort(err);
+      return err;
+    };
 
     const ctx: CallContext = {
       service,
       method,
       streamId,
-      deadline,
+      ...(Number.isFinite(deadline.at) ? { deadline: deadline.at } : {}),
       metadata: toMetadata(request.metadata),
       signal: controller.signal,
     };
-    Promise.resolve()
-      .then(() => handler(request.payload, ctx))
+    // Raced, so the deadline's timer keeps the process up while the handler runs.
+    deadline
+      .race(
+        Promise.resolve().then(() => handler(request.payload, ctx)),
+        expired,
+      )
       .then(
         (payload) => {
           if (!(payload instanceof Uint8Array)) {
@@ -265,6 +262,13 @@ class ServerConnection implements ServedConnection {
       this.logger.warn({ err, streamId }, "ttrpc: could not send a response");
     }
   }
+}
+
+function deadlineExceeded(fullMethod: string, timeoutMs: number): TtrpcError {
+  return new TtrpcError(
+    Code.DEADLINE_EXCEEDED,
+    `${fullMethod} did not finish within the caller's deadline of ${timeoutMs} ms`,
+  );
 }
 
 function toMetadata(pairs: readonly { key: string; value: string }[]): Record<string, string[]> {

@@ -47,7 +47,3 @@ export class TtrpcError extends Error {
     return codeName(this.code);
   }
 }
-
-export function isTtrpcError(err: unknown, code?: number): err is TtrpcError {
-  return err instanceof TtrpcError && (code === undefined || err.code === code);
-}

@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { decode, encode, PLUGIN_SERVICE, RUNTIME_SERVICE } from "../../src/nri/codec.js";
 import type { Container, NriEvent, PodSandbox } from "../../src/nri/types.js";
-import { Multiplexer, TtrpcClient, TtrpcServer } from "../../src/wire/index.js";
+import { Multiplexer } from "../../src/wire/mux/multiplexer.js";
+import { TtrpcClient } from "../../src/wire/ttrpc/client.js";
+import { TtrpcServer } from "../../src/wire/ttrpc/server.js";
 
 export interface RegisterPluginRequest {
   pluginName: string;
@@ -120,6 +122,11 @@ export class PluginConnection {
   /** The NRI <= v0.11 way of delivering every event but Create/Update/Stop. */
   async stateChange(event: NriEvent, pod: PodSandbox, container?: Container): Promise<void> {
     await this.call("StateChange", "StateChangeEvent", { event, pod, container }, "Empty");
+  }
+
+  /** Writes `bytes` as one message on mux connection `connId` (1: the Plugin service, 2: the Runtime service). */
+  writeRaw(connId: 1 | 2, bytes: Uint8Array): void {
+    this.mux.open(connId).write(bytes);
   }
 
   /** Closes the socket, as containerd does when it drops a plugin or exits. */
