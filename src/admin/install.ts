@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { chmod, copyFile, lstat, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { promisify } from "node:util";
+import { NODE_FLAGS } from "../base/node-flags.js";
 
 const run = promisify(execFile);
 
@@ -141,7 +142,7 @@ export function renderUnit(prefix: string, runArgs: string[], template: string):
 const WRAPPER = `#!/bin/sh
 # kybernate with its own node: the CRIU hook and the daemon run this copy, whatever node the host has.
 here=$(dirname "$(readlink -f "$0")")
-exec "$here/node" "$here/../dist/src/cli/main.js" "$@"
+exec "$here/node" ${NODE_FLAGS.join(" ")} "$here/../dist/src/cli/main.js" "$@"
 `;
 
 export async function readManifest(prefix: string): Promise<InstallManifest | undefined> {

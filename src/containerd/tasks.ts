@@ -1,14 +1,5 @@
 import { isAbsolute } from "node:path";
-import {
-  type Client,
-  credentials,
-  loadPackageDefinition,
-  Metadata,
-  type ServiceClientConstructor,
-  type ServiceError,
-  status,
-} from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
+import type { Client, Metadata, ServiceClientConstructor, ServiceError } from "@grpc/grpc-js";
 import type { Deadline } from "../base/deadline.js";
 import { protoDir } from "../base/paths.js";
 
@@ -62,15 +53,17 @@ export class ContainerdTasks {
     this.client = undefined;
   }
 
-  private call(
+  private async call(
     method: "Get" | "Resume",
     task: TaskRef,
     request: object,
     deadline: Deadline,
   ): Promise<unknown> {
-    this.client ??= new (tasksService())(`unix://${this.socket}`, credentials.createInsecure());
+    // gRPC is loaded on the first call: kybernate needs containerd's API only after a checkpoint went wrong.
+    const grpc = await import("@grpc/grpc-js");
+    this.client ??= new (await tasksService())(`unix://${this.socket}`, grpc.credentials.createInsecure());
     const fn = (this.client as unknown as Record<string, Unary>)[method] as Unary;
-    const meta = new Metadata();
+    const meta = new grpc.Metadata();
     // containerd picks the namespace of every call from this header.
     meta.set("containerd-namespace", task.namespace);
     return new Promise((resolve, reject) => {
@@ -82,7 +75,7 @@ export class ContainerdTasks {
         (err, res) => {
           if (!err) return resolve(res);
           const hint =
-            err.code === status.UNAVAILABLE
+            err.code === grpc.status.UNAVAILABLE
               ? ` (is containerd listening on ${this.socket}? give kybernate run --containerd-socket)`
               : "";
           reject(
@@ -98,8 +91,12 @@ export class ContainerdTasks {
 
 let cached: ServiceClientConstructor | undefined;
 
-function tasksService(): ServiceClientConstructor {
+async function tasksService(): Promise<ServiceClientConstructor> {
   if (!cached) {
+    const [{ loadPackageDefinition }, { loadSync }] = await Promise.all([
+      import("@grpc/grpc-js"),
+      import("@grpc/proto-loader"),
+    ]);
     const definition = loadSync("containerd/tasks.proto", {
       includeDirs: [protoDir],
       keepCase: false,

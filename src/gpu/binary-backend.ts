@@ -1,4 +1,3 @@
-import { execa } from "execa";
 import { timerDelay } from "../base/deadline.js";
 import { type CallOptions, callDeadline, type GpuBackend } from "./backend.js";
 import { cudaErrorByMessage } from "./cuda-errors.js";
@@ -28,6 +27,8 @@ export class BinaryBackend implements GpuBackend {
     const deadline = callDeadline(op, opts);
     const ms = Math.max(1, timerDelay(deadline.remaining()));
     deadline.dispose();
+    // Loaded on first use: a node on the driver backend never pays for execa's modules in its daemon.
+    const { execa } = await import("execa");
     const r = await execa(this.toolPath, [...args, "--pid", String(pid)], {
       reject: false,
       timeout: ms,

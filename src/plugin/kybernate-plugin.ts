@@ -1,3 +1,4 @@
+import { containerIdProblem } from "../base/container-id.js";
 import type { Logger } from "../base/log.js";
 import { version } from "../base/version.js";
 import type { NriContext, NriHandlers } from "../nri/handlers.js";
@@ -45,6 +46,15 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
       const selected = options.selector?.matches(pod, container) ?? false;
       if (!verdict.gpu && !selected) return undefined;
       const reason = verdict.gpu ? verdict.reason : "selector";
+      const problem = containerIdProblem(container.id);
+      if (problem) {
+        // Its id would become a directory name under the state dir: "..", ".", "a/b" must never get that far.
+        log.warn(
+          { pod: `${pod.namespace}/${pod.name}`, container: container.name, problem },
+          "GPU container not configured: its id is unusable",
+        );
+        return undefined;
+      }
       const files = await writeCriuFiles(container.id, options.criu);
       if (ctx.signal.aborted) {
         // The stub already answered "no adjustment": this container runs without the hook, so it is not ours.
@@ -87,6 +97,13 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
       }
     },
     async removeContainer(_pod: PodSandbox, container: Container): Promise<void> {
+      const problem = containerIdProblem(container.id);
+      // No such id was ever configured; removing by it could only reach the state dir itself.
+      if (problem)
+        return void log.warn(
+          { container: container.name, problem },
+          "removal of an unusable container id ignored",
+        );
       await removeCriuFiles(options.criu.stateDir, container.id);
       options.onRemoved?.(container.id);
     },

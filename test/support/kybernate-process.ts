@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
+import { NODE_FLAGS } from "../../src/base/node-flags.js";
 import { packageRoot } from "../../src/base/paths.js";
 
 export interface KybernateProcess {
@@ -33,6 +34,7 @@ export async function startKybernate(options: {
   const socket = options.socket ?? join(stateDir, "run", "daemon.sock");
   const [executable = process.execPath, ...leading] = options.command ?? [
     process.execPath,
+    ...NODE_FLAGS,
     join(packageRoot, "dist/src/cli/main.js"),
   ];
   const child = spawn(
