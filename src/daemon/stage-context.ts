@@ -40,7 +40,7 @@ export interface HostView {
   livingPids(pids: readonly number[]): Promise<number[]>;
   parentOf(pid: number): Promise<number | undefined>;
   commandLine(pid: number): Promise<string[]>;
-  /** Where a path leads (a /proc/PID/fd/N link: the file it is open on), undefined when it leads nowhere. */
+  /** Where a path leads (for a process fd link: the file it is open on), undefined when it leads nowhere. */
   realPath(path: string): Promise<string | undefined>;
   exists(path: string): Promise<boolean>;
   /** The files a process holds open, as host paths. */
