@@ -244,8 +244,8 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const ckptMs = ms(t0);
   const pre = await logSince(kyb, mark, "GPU state moved to host memory");
   const resumed = await logSince(kyb, mark, "container resumed; GPU state restored");
-  const freeze = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu freeze done"));
-  const thawAfter = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu thaw done"));
+  const freeze = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu checkpoint done"));
+  const thawAfter = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu restore done"));
   if (!resumed.ok) throw new Error(`${gib} GiB: GPU not restored after the checkpoint`);
   const goingOn = await waitStatus(
     c,
