@@ -10,6 +10,7 @@ import type { Logger } from "../../src/base/log.js";
 import type { NriContext, NriHandlers } from "../../src/nri/handlers.js";
 import { NriStub, type StubOptions } from "../../src/nri/stub.js";
 import { type Container, ContainerState, type PodSandbox } from "../../src/nri/types.js";
+import type { CriuConfigOptions } from "../../src/plugin/criu-config.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
 import { parseSelector } from "../../src/plugin/selector.js";
 import type { FakeRuntime } from "./fake-nri-runtime.js";
@@ -95,6 +96,19 @@ export function within<T>(ms: number, what: string, promise: Promise<T>): Promis
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** The CRIU options of a plugin under test: files under `stateDir`, a hook and daemon that do not exist. */
+export function testCriuOptions(stateDir: string): CriuConfigOptions {
+  return {
+    stateDir,
+    hookPath: "/nonexistent/kybernate-criu-hook",
+    node: process.execPath,
+    daemonSocket: join(stateDir, "daemon.sock"),
+    networkLock: "",
+    timeoutS: 10,
+    hookTimeoutMs: 95_000,
+  };
+}
+
 /** kybernate's own handlers with `selector`, writing their per-container CRIU files under a temp dir. */
 export function kybernateFor(
   selector: string,
@@ -102,15 +116,7 @@ export function kybernateFor(
 ): { handlers: NriHandlers; stateDir: string; cleanup(): void } {
   const stateDir = mkdtempSync(join(tmpdir(), "kybernate-nri-state-"));
   const handlers = kybernateHandlers({
-    criu: {
-      stateDir,
-      hookPath: "/nonexistent/kybernate-criu-hook",
-      node: process.execPath,
-      daemonSocket: join(stateDir, "daemon.sock"),
-      networkLock: "",
-      timeoutS: 10,
-      hookTimeoutMs: 95_000,
-    },
+    criu: testCriuOptions(stateDir),
     selector: parseSelector(selector),
     log,
   });

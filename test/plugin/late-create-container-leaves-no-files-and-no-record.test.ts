@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { silentLogger } from "../../src/base/log.js";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
-import { callContext, container, pod } from "../nri/fixtures.js";
+import { callContext, container, pod, testCriuOptions } from "../nri/fixtures.js";
 
 const stateDir = mkdtempSync(join(tmpdir(), "kybernate-late-"));
 after(() => rmSync(stateDir, { recursive: true, force: true }));
@@ -17,15 +17,7 @@ after(() => rmSync(stateDir, { recursive: true, force: true }));
 test("a GPU container whose answer comes after the guard gave up is neither managed nor left with files", async () => {
   const managed: string[] = [];
   const handlers = kybernateHandlers({
-    criu: {
-      stateDir,
-      hookPath: "/nonexistent/hook",
-      node: process.execPath,
-      daemonSocket: "/nonexistent/daemon.sock",
-      networkLock: "",
-      timeoutS: 10,
-      hookTimeoutMs: 95_000,
-    },
+    criu: testCriuOptions(stateDir),
     log: silentLogger,
     onManaged: (_pod, c) => managed.push(c.id),
   });

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { kybernateHandlers } from "../../src/plugin/kybernate-plugin.js";
-import { callContext, captureLog, container, pod } from "../nri/fixtures.js";
+import { callContext, captureLog, container, pod, testCriuOptions } from "../nri/fixtures.js";
 
 const root = mkdtempSync(join(tmpdir(), "kybernate-ids-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -24,15 +24,7 @@ function plugin() {
   writeFileSync(join(stateDir, "journal", "op.json"), "{}");
   const capture = captureLog();
   const handlers = kybernateHandlers({
-    criu: {
-      stateDir: containers,
-      hookPath: "/nonexistent/hook",
-      node: process.execPath,
-      daemonSocket: "/nonexistent/daemon.sock",
-      networkLock: "",
-      timeoutS: 10,
-      hookTimeoutMs: 95_000,
-    },
+    criu: testCriuOptions(containers),
     log: capture.log,
   });
   return { handlers, stateDir, containers, lines: capture.lines };
