@@ -5,7 +5,9 @@ import { version } from "../base/version.js";
 import { checkpointCommand } from "./commands/checkpoint.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { gpuCommand } from "./commands/gpu.js";
+import { imageCommand } from "./commands/image.js";
 import { installCommand } from "./commands/install.js";
+import { migrateCommand } from "./commands/migrate.js";
 import { psCommand } from "./commands/ps.js";
 import { restoreCommand } from "./commands/restore.js";
 import { runCommand } from "./commands/run.js";
@@ -17,6 +19,8 @@ await yargs(hideBin(process.argv))
   .command(runCommand)
   .command(checkpointCommand)
   .command(restoreCommand)
+  .command(imageCommand)
+  .command(migrateCommand)
   .command(psCommand)
   .command(gpuCommand)
   .command(doctorCommand)
