@@ -45,12 +45,18 @@ test("containerd 2.4 is named as unable to restore, with the RestorePod situatio
   assert.equal(needsRestoreSwitch("2.4.0"), false);
   assert.ok(findings.every((f) => !f.add?.includes("enable_experimental_restore_via_create")));
   const gone = findings.find((f) => !f.ok && /removed restore/.test(f.what));
-  assert.match(gone?.what ?? "", /RestorePod call \(KEP-5823\), is in neither containerd 2\.4\.0-beta\.0 nor the CRI API/);
+  assert.match(
+    gone?.what ?? "",
+    /RestorePod call \(KEP-5823\), is in neither containerd 2\.4\.0-beta\.0 nor the CRI API/,
+  );
   assert.match(gone?.what ?? "", /restores need containerd 2\.1–2\.3/);
 });
 
 test("enable_criu = false turns checkpoint and restore off: the line to set it true", () => {
-  const f = checkContainerdConfig('[plugins."io.containerd.cri.v1.runtime"]\n  enable_criu = false\n', "2.3.4");
+  const f = checkContainerdConfig(
+    '[plugins."io.containerd.cri.v1.runtime"]\n  enable_criu = false\n',
+    "2.3.4",
+  );
   const off = f.find((x) => /enable_criu = false/.test(x.what));
   assert.equal(off?.ok, false);
   assert.equal(off?.add, '[plugins."io.containerd.cri.v1.runtime"]\n  enable_criu = true');
