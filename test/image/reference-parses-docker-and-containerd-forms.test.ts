@@ -8,7 +8,7 @@ test("a host with a port, a path and a tag", () => {
     repository: "kybernate/ckpt",
     tag: "v1",
   });
-  assert.deepEqual(parseReference("127.0.0.1:5555/a/b/c@sha256:" + "a".repeat(64)), {
+  assert.deepEqual(parseReference(`127.0.0.1:5555/a/b/c@sha256:${"a".repeat(64)}`), {
     registry: "127.0.0.1:5555",
     repository: "a/b/c",
     digest: `sha256:${"a".repeat(64)}`,

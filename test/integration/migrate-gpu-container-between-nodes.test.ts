@@ -370,10 +370,10 @@ describe("a GPU container moves from node A to node B through a checkpoint image
         (m) => ((m.annotations ?? {})[K.gpuUuids] = "GPU-not-a-uuid"),
         /entry 1 of annotation kybernate\.io\/gpu-uuids is not a GPU UUID/,
       ],
-      ["no-metadata", (m) => delete (m.annotations ?? {})[K.schema], /kybernate GPU metadata is missing/],
+      ["no-metadata", (m) => delete m.annotations?.[K.schema], /kybernate GPU metadata is missing/],
       [
         "not-checkpoint",
-        (m) => delete (m.annotations ?? {})["org.criu.checkpoint.container.name"],
+        (m) => delete m.annotations?.["org.criu.checkpoint.container.name"],
         /it is not a checkpoint image/,
       ],
       [
