@@ -4,6 +4,7 @@
  * devices, environment, labels), so that `kybernate restore REF` needs no second read of a large layer. And
  * the way back: an image in a registry, checked, as the source of a restore.
  */
+import { createHash } from "node:crypto";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { version } from "../base/version.js";
 import type { CheckpointMetadata } from "../checkpoint/metadata.js";
@@ -200,7 +201,6 @@ export async function readImageCheckpoint(text: string, o: RegistryArgs): Promis
   } catch (err) {
     throw new CliError(`cannot read the config of ${where}: ${(err as Error).message}`);
   }
-  const { createHash } = await import("node:crypto");
   if (`sha256:${createHash("sha256").update(configBytes).digest("hex")}` !== manifest.config.digest)
     refuse("its config blob does not match the digest its manifest names");
   let spec: RestoreSpec | undefined;

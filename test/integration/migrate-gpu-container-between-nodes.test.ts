@@ -18,7 +18,7 @@ import { K } from "../../src/image/checkpoint-annotations.js";
 import { type ImageManifest, MEDIA_TYPE } from "../../src/image/oci.js";
 import { RegistryClient } from "../../src/image/registry.js";
 import { buildDouble } from "../gpu/double/harness.js";
-import { checkImageBlobs } from "../image/oci-checks.js";
+import { checkImageBlobs, checkLayout } from "../image/oci-checks.js";
 import { type FakeGpus, fakeGpus, UUID_A, UUID_B } from "../support/fake-gpus.js";
 import {
   gpuDoubleMounts,
@@ -187,6 +187,8 @@ describe("a GPU container moves from node A to node B through a checkpoint image
       sourceId.slice(0, 16),
       "--push",
       ref("v1"),
+      "--output",
+      join(scratch, "a.tar"),
       "--timeout",
       "60",
       ...on(nodeA, kybA),
@@ -217,11 +219,29 @@ describe("a GPU container moves from node A to node B through a checkpoint image
     assert.ok(layer.includes(Buffer.from("checkpoint/kybernate.json")), "the layer holds kybernate.json");
     const status = await assertRunning(criA, sourceId, kybA);
     assert.equal(status.checkpoints, 1, "checkpointed once, left running");
-    assert.deepEqual(
-      (await kybernate(["checkpoint", "--help"])).stdout.includes("--push"),
-      true,
-      "checkpoint documents --push",
-    );
+    assert.match(r.stdout, new RegExp(`\t${join(scratch, "a.tar")}\n$`), "--output keeps the archive");
+  });
+
+  test("kybernate image build of the kept archive: an OCI layout (zstd) and a push, both read back against the spec", async () => {
+    const layout = join(scratch, "layout");
+    const r = await kybernate([
+      "image",
+      "build",
+      join(scratch, "a.tar"),
+      "--tag",
+      ref("built"),
+      "--output",
+      layout,
+      "--compression",
+      "zstd",
+      "--push",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const { manifest, entry } = checkLayout(layout, "built");
+    assert.equal(manifest.layers[0]?.mediaType, MEDIA_TYPE.layerZstd);
+    assert.equal((manifest.annotations ?? {})[K.gpuUuids], UUID_A);
+    const pushed = await new RegistryClient(nodeA.registry).getManifest(repo, "built");
+    assert.equal(pushed.digest, entry.digest, "the registry has the layout's manifest, byte for byte");
   });
 
   test("kybernate restore REF on B: onto B's GPU through the device map, the workload goes on with its VRAM verified", async () => {
