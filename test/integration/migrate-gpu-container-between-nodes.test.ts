@@ -239,7 +239,7 @@ describe("a GPU container moves from node A to node B through a checkpoint image
     assert.equal(r.code, 0, r.stderr);
     const { manifest, entry } = checkLayout(layout, "built");
     assert.equal(manifest.layers[0]?.mediaType, MEDIA_TYPE.layerZstd);
-    assert.equal((manifest.annotations ?? {})[K.gpuUuids], UUID_A);
+    assert.equal(manifest.annotations?.[K.gpuUuids], UUID_A);
     const pushed = await new RegistryClient(nodeA.registry).getManifest(repo, "built");
     assert.equal(pushed.digest, entry.digest, "the registry has the layout's manifest, byte for byte");
   });
