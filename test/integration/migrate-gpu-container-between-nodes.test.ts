@@ -27,6 +27,7 @@ import {
   waitForWorkload,
   workloadStatuses,
 } from "../support/gpu-double-container.js";
+import { createKubeletContainer, runKubeletPod } from "../support/kubelet-pod.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode, loadTestNodeB, type TestNode } from "../support/testnode.js";
@@ -313,6 +314,46 @@ describe("a GPU container moves from node A to node B through a checkpoint image
       (await criB.containerStatus(id)).status?.logPath,
       join(scratch, "pods-b", `${NS}_mig-${suffix}-kubelet_u1`, "cuda", "0.log"),
     );
+  });
+
+  test("the Kubernetes way end to end: a kubelet-shaped pod on A, its checkpoint image, a kubelet-shaped pod on B", async () => {
+    // Source: as the kubelet makes it (termination-log, etc-hosts, service-account token, an emptyDir, its log).
+    const podA = await runKubeletPod(criA, join(scratch, "kubelet-a"), `mig-${suffix}-k8s`, NS);
+    const volumes = { emptyDirs: { "/cache": "cache" }, extraMounts: gpuMounts() };
+    const src = await createKubeletContainer(criA, podA, {
+      name: "cuda",
+      image: nodeA.image,
+      command: ["/kyb/fake-cuda-workload", "--mib", "16"],
+      ...volumes,
+    });
+    await criA.startContainer(src.id);
+    await waitForWorkload(criA, src.id, ([s]) => s?.state === "running" && s.counter > 5, {
+      kybernateLogs: () => kybA.logs,
+    });
+    // The kubelet's checkpoint API, then the image.
+    const archive = join(scratch, `checkpoint-${podA.name}_${NS}-cuda.tar`);
+    await criA.checkpoint(src.id, archive, 60);
+    const built = await kybernate(["image", "build", archive, "--tag", ref("k8s"), "--push"]);
+    assert.equal(built.code, 0, built.stderr);
+    // Target: a new pod on B whose container is created as the kubelet creates it from the pod spec: the image id
+    // PullImage returned, the same volumes at the same paths (its own pod folder), B's GPU from the device plugin.
+    const podB = await runKubeletPod(criB, join(scratch, "kubelet-b"), `mig-${suffix}-k8s-restored`, NS);
+    const imageId = await criB.pullImage(ref("k8s"), { podConfig: podB.config });
+    const restored = await createKubeletContainer(criB, podB, {
+      name: "cuda",
+      image: imageId,
+      userSpecifiedImage: ref("k8s"),
+      command: [],
+      env: { NVIDIA_VISIBLE_DEVICES: UUID_B },
+      ...volumes,
+    });
+    await criB.startContainer(restored.id);
+    const status = await assertRunning(criB, restored.id, kybB);
+    assert.equal(status.lastDevicePairs, 1, "onto B's GPU through the device map");
+    assert.ok(restoredSeenByNri(restored.id));
+    const logPath = (await criB.containerStatus(restored.id)).status?.logPath ?? "";
+    assert.equal(logPath, join(podB.logDir, "cuda", "0.log"));
+    await assertRunning(criA, src.id, kybA);
   });
 
   test("restore from the registry image on A itself: onto A's own GPU, no device map", async () => {

@@ -68,6 +68,7 @@ export async function runKubeletPod(
 export interface KubeletContainerOptions {
   name: string;
   image: string;
+  /** Empty for a checkpoint image: containerd restores the checkpointed process. */
   command: string[];
   /** hostPath volumes: container path → host path. */
   hostPaths?: Record<string, string>;
@@ -75,6 +76,9 @@ export interface KubeletContainerOptions {
   emptyDirs?: Record<string, string>;
   /** The container's other mounts (the GPU double's). */
   extraMounts?: MountSpec[];
+  env?: Record<string, string>;
+  /** The pod spec's image as written, when `image` is the id PullImage returned (as the kubelet sends both). */
+  userSpecifiedImage?: string;
   restartCount?: number;
 }
 
@@ -118,6 +122,8 @@ export async function createKubeletContainer(
     image: o.image,
     command: o.command,
     mounts,
+    ...(o.env ? { env: o.env } : {}),
+    ...(o.userSpecifiedImage ? { userSpecifiedImage: o.userSpecifiedImage } : {}),
     labels: {
       "io.kubernetes.container.name": o.name,
       "io.kubernetes.pod.name": pod.name,
