@@ -79,6 +79,9 @@ export async function buildCheckpointImage(o: BuildOptions): Promise<BuiltImage>
   const archiveBytes = (await stat(o.archive)).size;
   const created = (o.now ?? new Date()).toISOString();
 
+  // Only what this build made is removed after a failure: an output that is already there is refused.
+  if (o.output && (await exists(o.output)))
+    throw new Error(`${o.output} already exists: remove it or give another output path`);
   const layoutDir = o.output
     ? o.output.endsWith(".tar")
       ? join(dirname(o.output), `.${basename(o.output)}.${randomBytes(4).toString("hex")}.tmp`)
@@ -195,14 +198,14 @@ export async function buildCheckpointImage(o: BuildOptions): Promise<BuiltImage>
     };
   } catch (err) {
     for (const sink of sinks) await sink.abort().catch(() => undefined);
-    if (layoutDir && (o.output?.endsWith(".tar") || !(await hasIndex(layoutDir))))
-      await rm(layoutDir, { recursive: true, force: true }).catch(() => undefined);
+    if (layoutDir) await rm(layoutDir, { recursive: true, force: true }).catch(() => undefined);
+    if (o.output?.endsWith(".tar")) await rm(o.output, { force: true }).catch(() => undefined);
     throw err;
   }
 }
 
-async function hasIndex(dir: string): Promise<boolean> {
-  return stat(join(dir, "index.json")).then(
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
     () => true,
     () => false,
   );

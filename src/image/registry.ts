@@ -114,8 +114,10 @@ export class RegistryClient {
       req.once("response", (res) => collect(res, MAX_SMALL_BODY).then(resolve, reject));
       req.once("error", reject);
     });
-    // A failure before finish() is reported there; keep Node from calling it unhandled meanwhile.
+    // A failure before finish() is reported there (and a second socket error after the first would otherwise be an
+    // unhandled 'error' event that ends the process).
     response.catch(() => undefined);
+    req.on("error", () => undefined);
     let finished = false;
     return {
       stream: req,

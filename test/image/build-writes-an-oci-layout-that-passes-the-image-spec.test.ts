@@ -172,6 +172,17 @@ describe("kybernate image build into an OCI layout", () => {
     assert.deepEqual(readdirSync(dir).sort(), ["linked.tar", "src", "truncated.tar"]);
   });
 
+  test("an output that is already there is refused, and left as it was", async () => {
+    const archive = await gpuArchive();
+    const dir = mkdtempSync(join(tmpdir(), "kyb-exists-"));
+    writeFileSync(join(dir, "precious.txt"), "keep me");
+    await assert.rejects(
+      buildImage({ archive, tag: "localhost:5555/k/x:1", output: dir, progress: quiet }),
+      /already exists: remove it or give another output path/,
+    );
+    assert.equal(readFileSync(join(dir, "precious.txt"), "utf8"), "keep me");
+  });
+
   test("without --output or --push there is nowhere to put it", async () => {
     await assert.rejects(
       buildImage({ archive: "x.tar", tag: "localhost:5555/a:1" }),
