@@ -260,9 +260,7 @@ function fanOut(targets: Writable[]): Writable {
   return new Writable({
     highWaterMark: 4 * 2 ** 20,
     write(chunk: Buffer, _enc, cb) {
-      const waits = targets
-        .filter((t) => !t.write(chunk))
-        .map((t) => new Promise<void>((r) => t.once("drain", r)));
+      const waits = targets.filter((t) => !t.write(chunk)).map(drained);
       if (waits.length === 0) cb();
       else Promise.all(waits).then(() => cb(), cb);
     },
@@ -294,6 +292,24 @@ function parserSink(parser: ReturnType<typeof archiveScanner>["parser"]): Writab
       parser.once("end", () => cb());
       parser.end();
     },
+  });
+}
+
+/** A target's drain; a target that fails or closes first (a dropped upload) fails the write instead of hanging it. */
+function drained(t: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      t.off("drain", onDrain);
+      t.off("error", done);
+      t.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new Error("the blob's destination closed before the layer was written"));
+    t.once("drain", onDrain);
+    t.once("error", done);
+    t.once("close", onClose);
   });
 }
 

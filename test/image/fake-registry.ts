@@ -22,6 +22,8 @@ export async function startFakeRegistry(
     | { kind: "bearer"; user: string; password: string } = {
     kind: "none",
   },
+  /** Cut a blob upload's connection once it has carried this many bytes (a registry or network going away). */
+  dropPatchAfter?: number,
 ): Promise<FakeRegistry> {
   const blobs = new Map<string, Buffer>();
   const manifests = new Map<string, { body: Buffer; type: string }>();
@@ -134,9 +136,13 @@ export async function startFakeRegistry(
   };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
+    let received = 0;
     req.on("data", (c: Buffer) => {
       chunks.push(c);
+      received += c.length;
       if (req.method === "PATCH") patchChunks.push(c.length);
+      if (req.method === "PATCH" && dropPatchAfter !== undefined && received > dropPatchAfter)
+        req.socket.destroy();
     });
     req.on("end", () => handler(req, res, Buffer.concat(chunks)));
   });

@@ -104,3 +104,36 @@ describe("the registry client against a fake distribution API", () => {
     );
   });
 });
+
+test("a push whose upload connection is cut fails the build with the reason, and does not hang", async () => {
+  const { buildImage } = await import("../../src/cli/commands/image.js");
+  const { writeFileSync, mkdtempSync, mkdirSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const { c: createTar } = await import("tar");
+  const { defaultArchiveFiles } = await import("../cli/fixtures.js");
+  const reg = await startFakeRegistry({ kind: "none" }, 2 * 2 ** 20);
+  try {
+    const dir = mkdtempSync(join(tmpdir(), "kyb-cut-"));
+    const src = join(dir, "src");
+    mkdirSync(join(src, "checkpoint"), { recursive: true });
+    for (const [f, t] of Object.entries(defaultArchiveFiles())) writeFileSync(join(src, f), t);
+    writeFileSync(join(src, "checkpoint", "pages-1.img"), Buffer.alloc(16 * 2 ** 20, 1));
+    const archive = join(dir, "a.tar");
+    await createTar({ file: archive, cwd: src }, ["checkpoint", "config.dump", "spec.dump", "status.dump"]);
+    const started = Date.now();
+    await assert.rejects(
+      buildImage({
+        archive,
+        tag: `${reg.host}/k/cut:1`,
+        push: true,
+        progress: { stream: { write: () => true } },
+      }),
+      /building .*k\/cut:1 failed: .*(closed|broke off|socket hang up|ECONNRESET|EPIPE)/,
+    );
+    assert.ok(Date.now() - started < 20_000);
+    assert.equal(reg.manifests.size, 0, "no manifest names a half-uploaded layer");
+  } finally {
+    await reg.stop();
+  }
+});
