@@ -105,7 +105,9 @@ describe("the registry client against a fake distribution API", () => {
   });
 });
 
-test("a push whose upload connection is cut fails the build with the reason, and does not hang", async () => {
+test("a push whose upload connection is cut fails the build with the reason, and does not hang", {
+  timeout: 30_000,
+}, async () => {
   const { buildImage } = await import("../../src/cli/commands/image.js");
   const { writeFileSync, mkdtempSync, mkdirSync } = await import("node:fs");
   const { join } = await import("node:path");
