@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
@@ -98,6 +98,7 @@ describe("restoreArchive against a fake runtime", () => {
   after(async () => {
     cri.close();
     await rt.stop();
+    rmSync(LOGS, { recursive: true, force: true });
   });
 
   test("--pod: CreateContainer gets the rebuilt pod config, the archive as image, and the original labels", async () => {

@@ -5,13 +5,14 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { c as createTar, t as listTar } from "tar";
 import { buildImage } from "../../src/cli/commands/image.js";
 import { RESTORE_SPEC_LABEL } from "../../src/image/checkpoint-annotations.js";
@@ -19,6 +20,16 @@ import { buildArchive, defaultArchiveFiles } from "../cli/fixtures.js";
 import { checkLayout } from "./oci-checks.js";
 
 const quiet = { stream: { write: () => true } };
+const made: string[] = [];
+/** A temporary folder, removed after the file's tests. */
+const scratch = (prefix: string): string => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+};
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
 const UUID = "GPU-aaaaaaaa-1111-2222-3333-444444444444";
 const kybernateJson = JSON.stringify({
   schema: 1,
@@ -60,7 +71,7 @@ describe("kybernate image build into an OCI layout", () => {
   for (const compression of ["none", "gzip", "zstd"] as const) {
     test(`a folder, layer ${compression}: digests, sizes, diff_id and media types as the image spec says`, async () => {
       const archive = await gpuArchive();
-      const out = join(mkdtempSync(join(tmpdir(), "kyb-img-")), "layout");
+      const out = join(scratch("kyb-img-"), "layout");
       const r = await buildImage({
         archive,
         tag: "localhost:5555/kybernate/ckpt:v1",
@@ -109,7 +120,7 @@ describe("kybernate image build into an OCI layout", () => {
 
   test("a tar: an OCI layout archive holding the same, the big blob streamed into it", async () => {
     const archive = await gpuArchive();
-    const dir = mkdtempSync(join(tmpdir(), "kyb-img-"));
+    const dir = scratch("kyb-img-");
     const out = join(dir, "ckpt.oci.tar");
     await buildImage({ archive, tag: "localhost:5555/kybernate/ckpt:v2", output: out, progress: quiet });
     const unpacked = join(dir, "unpacked");
@@ -125,7 +136,7 @@ describe("kybernate image build into an OCI layout", () => {
   });
 
   test("a thin archive (page maps but no page images) is refused: an image must be self-contained", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kyb-thin-"));
+    const dir = scratch("kyb-thin-");
     const src = join(dir, "src");
     mkdirSync(join(src, "checkpoint"), { recursive: true });
     for (const [f, t] of Object.entries(defaultArchiveFiles())) writeFileSync(join(src, f), t);
@@ -141,7 +152,7 @@ describe("kybernate image build into an OCI layout", () => {
   });
 
   test("links and truncated tars are refused with the reason, and leave nothing behind", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "kyb-bad-"));
+    const dir = scratch("kyb-bad-");
     const src = join(dir, "src");
     mkdirSync(join(src, "checkpoint"), { recursive: true });
     for (const [f, t] of Object.entries(defaultArchiveFiles())) writeFileSync(join(src, f), t);
@@ -174,7 +185,7 @@ describe("kybernate image build into an OCI layout", () => {
 
   test("an output that is already there is refused, and left as it was", async () => {
     const archive = await gpuArchive();
-    const dir = mkdtempSync(join(tmpdir(), "kyb-exists-"));
+    const dir = scratch("kyb-exists-");
     writeFileSync(join(dir, "precious.txt"), "keep me");
     await assert.rejects(
       buildImage({ archive, tag: "localhost:5555/k/x:1", output: dir, progress: quiet }),

@@ -1,12 +1,19 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { after, test } from "node:test";
 import { credentialsFor } from "../../src/image/docker-config.js";
 
+const made: string[] = [];
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
 function config(value: unknown): string {
-  const file = join(mkdtempSync(join(tmpdir(), "kyb-dcfg-")), "config.json");
+  const dir = mkdtempSync(join(tmpdir(), "kyb-dcfg-"));
+  made.push(dir);
+  const file = join(dir, "config.json");
   writeFileSync(file, typeof value === "string" ? value : JSON.stringify(value));
   return file;
 }

@@ -109,14 +109,14 @@ test("a push whose upload connection is cut fails the build with the reason, and
   timeout: 30_000,
 }, async () => {
   const { buildImage } = await import("../../src/cli/commands/image.js");
-  const { writeFileSync, mkdtempSync, mkdirSync } = await import("node:fs");
+  const { writeFileSync, mkdtempSync, mkdirSync, rmSync } = await import("node:fs");
   const { join } = await import("node:path");
   const { tmpdir } = await import("node:os");
   const { c: createTar } = await import("tar");
   const { defaultArchiveFiles } = await import("../cli/fixtures.js");
   const reg = await startFakeRegistry({ kind: "none" }, 2 * 2 ** 20);
+  const dir = mkdtempSync(join(tmpdir(), "kyb-cut-"));
   try {
-    const dir = mkdtempSync(join(tmpdir(), "kyb-cut-"));
     const src = join(dir, "src");
     mkdirSync(join(src, "checkpoint"), { recursive: true });
     for (const [f, t] of Object.entries(defaultArchiveFiles())) writeFileSync(join(src, f), t);
@@ -137,5 +137,6 @@ test("a push whose upload connection is cut fails the build with the reason, and
     assert.equal(reg.manifests.size, 0, "no manifest names a half-uploaded layer");
   } finally {
     await reg.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
