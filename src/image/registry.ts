@@ -68,13 +68,15 @@ export class RegistryClient {
     this.credentials = options.credentials;
   }
 
-  /** The same credentials in the shape of CRI's AuthConfig, for the runtime's own pull. */
-  credentialsForPull():
-    | { username?: string; password?: string; registryToken?: string; serverAddress: string }
-    | undefined {
+  /**
+   * The same credentials in the shape of CRI's AuthConfig, for the runtime's own pull. No server address: containerd
+   * compares it, parsed as a URL, with the registry host, and a bare host:port parses to no host (ParseAuth, 2.1.9).
+   */
+  credentialsForPull(): { username: string; password: string } | { registryToken: string } | undefined {
     const c = this.credentials;
-    if (!c) return undefined;
-    return { ...c, serverAddress: this.registry };
+    if (c?.username !== undefined) return { username: c.username, password: c.password ?? "" };
+    if (c?.registryToken) return { registryToken: c.registryToken };
+    return undefined;
   }
 
   /** HEAD of a blob: whether the repository already has it. */

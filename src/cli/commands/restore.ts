@@ -158,6 +158,11 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     let userSpecifiedImage: string | undefined;
     if (image) {
       const img = image;
+      const auth = img.registry.credentialsForPull();
+      if (auth && "registryToken" in auth)
+        throw new Error(
+          `the credentials for ${img.reference} are a registry token, which containerd's pull does not take (its CRI ParseAuth leaves RegistryToken to do): give a user and password in --registry-config`,
+        );
       const t = Date.now();
       try {
         // What was checked is what is pulled: by digest. The kubelet then names the image id it got back.
@@ -167,7 +172,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
             o.cri.pullImage(img.pinned, {
               podConfig,
               timeoutMs: timeoutS * 1000,
-              ...(img.registry.credentialsForPull() ? { auth: img.registry.credentialsForPull() } : {}),
+              ...(auth ? { auth } : {}),
             }),
           o.progress,
         );
