@@ -4,6 +4,8 @@ export const NRI_TABLE = 'plugins."io.containerd.nri.v1.nri"';
 /** Where containerd 2.2.7+/2.3.4+ read the restore-via-create switch (the CRI runtime plugin). */
 export const CRI_RUNTIME_TABLE = 'plugins."io.containerd.cri.v1.runtime"';
 export const RESTORE_KEY = "enable_experimental_restore_via_create";
+/** containerd 2.2.7+/2.3.4+/2.4: false turns checkpoint and restore off (internal/cri/config RuntimeConfig.EnableCRIU). */
+export const CRIU_KEY = "enable_criu";
 
 export interface ConfigFinding {
   ok: boolean;
@@ -35,6 +37,8 @@ export function tomlKeys(text: string): Map<string, string> {
 
 /** Whether this containerd needs the restore-via-create switch: 2.2.7+ in 2.2, 2.3.4+ in 2.3 (their release notes; 2.4 removes restore through CreateContainer). */
 export function needsRestoreSwitch(version: string): boolean {
+  // 2.4 has no restore through CreateContainer at all, and no such key.
+  if (atLeast(version, "2.4.0")) return false;
   if (atLeast(version, "2.3.0")) return atLeast(version, "2.3.4");
   if (atLeast(version, "2.2.0")) return atLeast(version, "2.2.7");
   return false;
@@ -65,10 +69,20 @@ export function checkContainerdConfig(text: string, version: string | undefined)
       ...(on ? {} : { add: `[${CRI_RUNTIME_TABLE}]\n  ${RESTORE_KEY} = true` }),
     });
   }
+  if (keys.get(`${CRI_RUNTIME_TABLE}.${CRIU_KEY}`) === "false")
+    findings.push({
+      ok: false,
+      what: `${CRIU_KEY} = false: containerd refuses every checkpoint and restore`,
+      add: `[${CRI_RUNTIME_TABLE}]\n  ${CRIU_KEY} = true`,
+    });
   if (version && atLeast(version, "2.4.0"))
     findings.push({
       ok: false,
-      what: `containerd ${version} removed restore through CRI CreateContainer; kybernate restores need containerd 2.1–2.3`,
+      what:
+        `containerd ${version} removed restore through CRI CreateContainer, and its successor, the CRI RestorePod call ` +
+        "(KEP-5823), is in neither containerd 2.4.0-beta.0 nor the CRI API it ships (k8s.io/cri-api v0.36.3): " +
+        "checkpoints work, restores need containerd 2.1–2.3 (2.2.7+ and 2.3.4+ with " +
+        `${RESTORE_KEY} = true under [${CRI_RUNTIME_TABLE}]); see docs/ARCHITECTURE.md "containerd versions"`,
     });
   return findings;
 }

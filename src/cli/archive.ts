@@ -2,7 +2,7 @@ import { access, constants, stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { list, type ReadEntry } from "tar";
 import type { DeviceSpec, MountSpec } from "../cri/client.js";
-import type { StringMap } from "../cri/types.js";
+import type { MountPropagation, StringMap } from "../cri/types.js";
 import { CliError } from "./cli-error.js";
 
 /** What a restore needs to know about the checkpointed container, read from the archive's metadata files. */
@@ -30,12 +30,24 @@ export interface CheckpointInfo {
   mounts: MountSpec[];
   devices: DeviceSpec[];
   env: StringMap;
+  /** Where the original container's log went (status.dump), absolute; its content travels as container.log. */
+  logPath?: string;
 }
 
 /** Set by containerd itself for every container: replaying them would only duplicate them. */
 const RUNTIME_ENV = new Set(["HOSTNAME"]);
-/** containerd's own mounts of every container (/etc/hosts, …) are recreated, not replayed. */
-const RUNTIME_MOUNT = /^\/(etc\/(hostname|hosts|resolv\.conf)|dev\/(shm|termination-log))$/;
+/**
+ * The mounts containerd gives every container whose request has none at these paths (its
+ * linuxContainerMounts: the pod's hostname, hosts, resolv.conf and shm). Dropped from the replay so that the
+ * restored container gets its new pod's; every other bind mount (the kubelet's termination-log, volumes,
+ * service-account tokens, hostPaths) is replayed, or CRIU fails with "mnt: No mapping for …".
+ */
+export const RUNTIME_MOUNTS: readonly string[] = [
+  "/etc/hostname",
+  "/etc/hosts",
+  "/etc/resolv.conf",
+  "/dev/shm",
+];
 
 // containerd writes these next to the CRIU images (checkpoint/) in every CRI archive; the rest is left unread.
 const METADATA = ["config.dump", "spec.dump", "status.dump"] as const;
@@ -61,7 +73,7 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
     throw new CliError(`cannot read ${path}: ${(err as Error).message} (run as root?)`, 2);
   }
 
-  const found = new Map<MetadataFile, Buffer>();
+  const found = new Map<string, Buffer>();
   let tooBig: string | undefined;
   try {
     await list({
@@ -88,6 +100,15 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
     );
   }
   if (tooBig) throw new CliError(`${path}: ${tooBig} is far too large for checkpoint metadata`, 2);
+  return checkpointInfoFromFiles(path, sizeBytes, found);
+}
+
+/** The checkpoint's description from its metadata files (config.dump, spec.dump, status.dump), read elsewhere. */
+export function checkpointInfoFromFiles(
+  path: string,
+  sizeBytes: number,
+  found: ReadonlyMap<string, Buffer>,
+): CheckpointInfo {
   const config = found.get("config.dump");
   if (!config) {
     throw new CliError(
@@ -130,6 +151,8 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
     devices: originalDevices(spec.linux),
     env: originalEnv(spec.process),
   };
+  const logPath = str(status.log_path) ?? str(status.logPath);
+  if (logPath) info.logPath = logPath;
   const optional: Array<[keyof CheckpointInfo, string | undefined]> = [
     ["podName", specAnnotations["io.kubernetes.cri.sandbox-name"]],
     ["podNamespace", specAnnotations["io.kubernetes.cri.sandbox-namespace"]],
@@ -143,13 +166,22 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
 
 type Json = Record<string, unknown>;
 
+/** Go's JSON of CRI's MountPropagation enum is its number. */
+const PROPAGATION: Record<number, MountPropagation> = {
+  1: "PROPAGATION_HOST_TO_CONTAINER",
+  2: "PROPAGATION_BIDIRECTIONAL",
+};
+
 function originalMounts(mounts: unknown): MountSpec[] {
   if (!Array.isArray(mounts)) return [];
   return mounts.filter(isObject).flatMap((m) => {
     const containerPath = str(m.container_path) ?? str(m.containerPath);
     const hostPath = str(m.host_path) ?? str(m.hostPath);
-    if (!containerPath || !hostPath || RUNTIME_MOUNT.test(containerPath)) return [];
-    return [{ containerPath, hostPath, readonly: m.readonly === true }];
+    if (!containerPath || !hostPath || RUNTIME_MOUNTS.includes(containerPath.replace(/\/+$/, ""))) return [];
+    const mount: MountSpec = { containerPath, hostPath, readonly: m.readonly === true };
+    const propagation = typeof m.propagation === "number" ? PROPAGATION[m.propagation] : undefined;
+    if (propagation) mount.propagation = propagation;
+    return [mount];
   });
 }
 

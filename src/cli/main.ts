@@ -17,6 +17,8 @@ const COMMANDS: Record<string, () => Promise<CommandModule<any, any>>> = {
   ps: async () => (await import("./commands/ps.js")).psCommand,
   gpu: async () => (await import("./commands/gpu.js")).gpuCommand,
   doctor: async () => (await import("./commands/doctor.js")).doctorCommand,
+  image: async () => (await import("./commands/image.js")).imageCommand,
+  migrate: async () => (await import("./commands/migrate.js")).migrateCommand,
   install: async () => (await import("./commands/install.js")).installCommand,
   uninstall: async () => (await import("./commands/uninstall.js")).uninstallCommand,
 };

@@ -67,3 +67,45 @@ export function humanBytes(n: number): string {
   } while (v >= 1024 && u < units.length - 1);
   return `${v.toFixed(1)} ${units[u]}`;
 }
+
+/**
+ * Progress of a step that moves bytes: on a terminal, "label… 3.2 GiB of 16.0 GiB (20 %), 1.1 GiB/s" at most
+ * twice a second; elsewhere one line at the start and one at the end, as withProgress.
+ */
+export async function withByteProgress<T>(
+  label: string,
+  step: (update: (done: number, total: number) => void) => Promise<T>,
+  opts: ProgressOptions = {},
+): Promise<T> {
+  const stream = opts.stream ?? process.stderr;
+  const tty = !!stream.isTTY;
+  const started = Date.now();
+  let last = 0;
+  let shown = false;
+  const update = (done: number, total: number) => {
+    if (!tty) return;
+    const now = Date.now();
+    if (now - last < (opts.tickMs ?? 500) && done < total) return;
+    last = now;
+    shown = true;
+    const rate = done / Math.max((now - started) / 1000, 0.001);
+    const pct = total > 0 ? Math.floor((done / total) * 100) : 100;
+    stream.write(
+      `\r\x1b[2K${label}… ${humanBytes(done)} of ${humanBytes(total)} (${pct} %), ${humanBytes(rate)}/s`,
+    );
+  };
+  if (!tty) stream.write(`${label}…\n`);
+  const end = (outcome: string) => {
+    const line = `${label}: ${outcome} after ${seconds(Date.now() - started)}`;
+    if (!tty) stream.write(`${line}\n`);
+    else stream.write(`${shown ? "\r\x1b[2K" : ""}${line}\n`);
+  };
+  try {
+    const result = await step(update);
+    end("done");
+    return result;
+  } catch (err) {
+    end("failed");
+    throw err;
+  }
+}

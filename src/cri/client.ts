@@ -14,12 +14,14 @@ import { type Logger, silentLogger } from "../base/log.js";
 import { protoDir } from "../base/paths.js";
 import { CriError } from "./errors.js";
 import type {
+  AuthConfig,
   Container,
   ContainerFilter,
   ContainerStatusResponse,
   CriRpcName,
   CriRpcs,
   In,
+  MountPropagation,
   PodSandbox,
   PodSandboxConfig,
   PodSandboxFilter,
@@ -34,6 +36,8 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 /** Added to a timeout the runtime enforces itself, so the runtime's own error reaches us first. */
 export const RUNTIME_TIMEOUT_MARGIN_MS = 10_000;
 const MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
+/** Pulls move whole images (a checkpoint image holds the process's memory); the kubelet gives them no deadline. */
+export const PULL_TIMEOUT_MS = 30 * 60_000;
 
 export interface CriClientOptions {
   /** Deadline for calls without a timeout of their own (ms). */
@@ -65,6 +69,8 @@ export interface MountSpec {
   containerPath: string;
   hostPath: string;
   readonly?: boolean;
+  /** Default private, as the kubelet sends a volume mount without mountPropagation. */
+  propagation?: MountPropagation;
 }
 
 export interface DeviceSpec {
@@ -76,7 +82,10 @@ export interface DeviceSpec {
 
 export interface ContainerSpec {
   name: string;
+  /** What the runtime resolves: a reference, an image id, or a checkpoint archive's path. */
   image: string;
+  /** The reference as the user wrote it (the kubelet sends the pod spec's `image` here, the resolved id above). */
+  userSpecifiedImage?: string;
   command?: string[];
   args?: string[];
   workingDir?: string;
@@ -237,7 +246,10 @@ export class CriClient {
         sandboxConfig: podConfig,
         config: {
           metadata: { name: spec.name, attempt: 0 },
-          image: { image: spec.image },
+          image: {
+            image: spec.image,
+            ...(spec.userSpecifiedImage ? { userSpecifiedImage: spec.userSpecifiedImage } : {}),
+          },
           command: spec.command ?? [],
           args: spec.args ?? [],
           workingDir: spec.workingDir ?? "",
@@ -249,6 +261,7 @@ export class CriClient {
             containerPath: m.containerPath,
             hostPath: m.hostPath,
             readonly: m.readonly ?? false,
+            ...(m.propagation ? { propagation: m.propagation } : {}),
           })),
           devices: (spec.devices ?? []).map((d) => ({
             containerPath: d.containerPath,
@@ -292,6 +305,22 @@ export class CriClient {
       );
     }
     return this.createContainer(podId, podConfig, { ...options, name, image: archivePath }, opts);
+  }
+
+  /**
+   * PullImage, as the kubelet does before it creates a container from an image (a checkpoint image included);
+   * returns the image id the runtime resolved, which the kubelet then names in CreateContainer.
+   */
+  async pullImage(
+    image: string,
+    options: { auth?: In<AuthConfig>; podConfig?: In<PodSandboxConfig>; timeoutMs?: number } = {},
+  ): Promise<string> {
+    const res = await this.rpc(
+      "PullImage",
+      { image: { image }, auth: options.auth, sandboxConfig: options.podConfig },
+      { timeoutMs: options.timeoutMs ?? PULL_TIMEOUT_MS },
+    );
+    return res.imageRef;
   }
 
   async startContainer(containerId: string, opts?: CallOptions): Promise<void> {

@@ -40,11 +40,26 @@ test("restore-via-create: needed from 2.2.7 and 2.3.4 only", () => {
   );
 });
 
-test("containerd 2.4 is named as unable to restore", () => {
-  assert.equal(
-    checkContainerdConfig("", "2.4.0").some((f) => !f.ok && /removed restore/.test(f.what)),
-    true,
+test("containerd 2.4 is named as unable to restore, with the RestorePod situation, and not asked for the 2.3 switch", () => {
+  const findings = checkContainerdConfig("", "2.4.0");
+  assert.equal(needsRestoreSwitch("2.4.0"), false);
+  assert.ok(findings.every((f) => !f.add?.includes("enable_experimental_restore_via_create")));
+  const gone = findings.find((f) => !f.ok && /removed restore/.test(f.what));
+  assert.match(
+    gone?.what ?? "",
+    /RestorePod call \(KEP-5823\), is in neither containerd 2\.4\.0-beta\.0 nor the CRI API/,
   );
+  assert.match(gone?.what ?? "", /restores need containerd 2\.1–2\.3/);
+});
+
+test("enable_criu = false turns checkpoint and restore off: the line to set it true", () => {
+  const f = checkContainerdConfig(
+    '[plugins."io.containerd.cri.v1.runtime"]\n  enable_criu = false\n',
+    "2.3.4",
+  );
+  const off = f.find((x) => /enable_criu = false/.test(x.what));
+  assert.equal(off?.ok, false);
+  assert.equal(off?.add, '[plugins."io.containerd.cri.v1.runtime"]\n  enable_criu = true');
 });
 
 test("tomlKeys reads tables and keys, skipping comments", () => {

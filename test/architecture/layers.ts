@@ -1,7 +1,7 @@
 /**
  * kybernate's layers, as the folders of src/ name them, and what each may import. Dependencies point one way:
  * base → host → wire → nri → plugin; gpu → checkpoint → daemon → agent → cli and hook; admin (node
- * administration) on host; cri is a leaf only the CLI uses; containerd (its Tasks API) a leaf the daemon uses. Checked by dependency-cruiser in npm test.
+ * administration) on host; cri and image are leaves only the CLI uses; containerd (its Tasks API) a leaf the daemon uses. Checked by dependency-cruiser in npm test.
  */
 import { cruise, type IForbiddenRuleType } from "dependency-cruiser";
 
@@ -22,6 +22,8 @@ export const LAYERS: Record<string, readonly string[]> = {
   cri: ["base"],
   // containerd's own Tasks API (resuming a task containerd believes paused): a leaf like cri.
   containerd: ["base"],
+  // OCI checkpoint images: layout, registry client, annotations; a leaf the CLI uses.
+  image: ["base"],
   cli: [
     "base",
     "host",
@@ -35,6 +37,7 @@ export const LAYERS: Record<string, readonly string[]> = {
     "admin",
     "cri",
     "containerd",
+    "image",
   ],
 };
 

@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { restoreArchive, restoredPodName } from "../../src/cli/commands/restore.js";
@@ -9,6 +12,8 @@ import { type FakeRuntime, grpcError, startFakeRuntime } from "../cri/fake-cri-r
 import { buildArchive, container, POD_A, POD_B, pod } from "./fixtures.js";
 
 const quiet = { stream: { isTTY: false, write: () => true } };
+// Log folders go here, never into the host's /var/log/pods.
+const LOGS = mkdtempSync(join(tmpdir(), "kyb-restore-logs-"));
 const NEW_POD = "feed0000000000000000000000000000000000000000000000000000000000ff";
 const NEW_CTR = "beef0000000000000000000000000000000000000000000000000000000000ee";
 
@@ -28,7 +33,7 @@ const podStatus = {
       pid: 77,
       config: {
         hostname: "",
-        log_directory: "/var/log/pods/ml_trainer",
+        log_directory: join(LOGS, "ml_trainer"),
         linux: { cgroup_parent: "/kubepods/pod1" },
       },
     }),
@@ -44,7 +49,7 @@ test("the pod config is rebuilt from PodSandboxStatus and containerd's verbose i
     labels: { app: "trainer" },
     annotations: { owner: "ops" },
     hostname: "",
-    logDirectory: "/var/log/pods/ml_trainer",
+    logDirectory: join(LOGS, "ml_trainer"),
     linux: {
       cgroupParent: "/kubepods/pod1",
       securityContext: { namespaceOptions: { network: "NODE", pid: "POD", ipc: "POD", targetId: "" } },
@@ -93,10 +98,18 @@ describe("restoreArchive against a fake runtime", () => {
   after(async () => {
     cri.close();
     await rt.stop();
+    rmSync(LOGS, { recursive: true, force: true });
   });
 
   test("--pod: CreateContainer gets the rebuilt pod config, the archive as image, and the original labels", async () => {
-    const r = await restoreArchive({ cri, archive, pod: "ml/trainer", name: "worker-2", progress: quiet });
+    const r = await restoreArchive({
+      cri,
+      logRoot: LOGS,
+      archive,
+      pod: "ml/trainer",
+      name: "worker-2",
+      progress: quiet,
+    });
     assert.deepEqual([r.containerId, r.podId, r.pod, r.createdPod], [NEW_CTR, POD_A, "ml/trainer", false]);
     const req = rt.seen.CreateContainer?.[0] as {
       podSandboxId: string;
@@ -121,14 +134,20 @@ describe("restoreArchive against a fake runtime", () => {
       attempt: 1,
     });
     assert.deepEqual(req.sandboxConfig.annotations, { owner: "ops" });
-    assert.equal(req.sandboxConfig.logDirectory, "/var/log/pods/ml_trainer");
+    assert.equal(req.sandboxConfig.logDirectory, join(LOGS, "ml_trainer"));
+    assert.equal((req.config as unknown as { logPath: string }).logPath, "worker-2/0.log");
+    assert.ok(
+      statSync(join(LOGS, "ml_trainer", "worker-2")).isDirectory(),
+      "the container's log folder exists first",
+    );
+    assert.equal(r.logPath, join(LOGS, "ml_trainer", "worker-2", "0.log"));
     assert.deepEqual(rt.seen.StartContainer, [{ containerId: NEW_CTR }]);
     assert.equal(rt.seen.RunPodSandbox, undefined, "no pod is created with --pod");
   });
 
   test("--pod with the original name already taken in that pod asks for --name", async () => {
     await assert.rejects(
-      restoreArchive({ cri, archive, pod: "trainer", progress: quiet }),
+      restoreArchive({ cri, logRoot: LOGS, archive, pod: "trainer", progress: quiet }),
       /pod ml\/trainer already has a container named worker \(1111\): pass --name/,
     );
     assert.equal(rt.seen.CreateContainer, undefined);
@@ -136,7 +155,7 @@ describe("restoreArchive against a fake runtime", () => {
 
   test("default: a new host-network pod in the original namespace, named after the original pod", async () => {
     const now = () => new Date("2026-01-02T03:04:05Z");
-    const r = await restoreArchive({ cri, archive, progress: quiet, now });
+    const r = await restoreArchive({ cri, logRoot: LOGS, archive, progress: quiet, now });
     assert.equal(r.createdPod, true);
     assert.equal(r.name, "worker");
     const run = rt.seen.RunPodSandbox?.[0] as {
@@ -152,13 +171,19 @@ describe("restoreArchive against a fake runtime", () => {
         .namespaceOptions.network,
       "NODE",
     );
-    const create = rt.seen.CreateContainer?.[0] as { podSandboxId: string };
+    const create = rt.seen.CreateContainer?.[0] as { podSandboxId: string; config: { logPath: string } };
     assert.equal(create.podSandboxId, NEW_POD);
+    // The kubelet's layout: <root>/<namespace>_<pod>_<uid>/<container>/0.log.
+    const logDirectory = (run.config as unknown as { logDirectory: string }).logDirectory;
+    const uid = (run.config.metadata as unknown as { uid: string }).uid;
+    assert.equal(logDirectory, join(LOGS, `ml_trainer-restored-0102-030405_${uid}`));
+    assert.equal(create.config.logPath, "worker/0.log");
+    assert.ok(existsSync(join(logDirectory, "worker")));
   });
 
   test("a failed StartContainer removes the container and the pod it created, and says so", async () => {
     failStart = true;
-    await assert.rejects(restoreArchive({ cri, archive, progress: quiet }), (e: Error) => {
+    await assert.rejects(restoreArchive({ cri, logRoot: LOGS, archive, progress: quiet }), (e: Error) => {
       assert.match(
         e.message,
         /the restore of .*checkpoint\.tar into pod ml\/trainer-restored-.* failed: CRI StartContainer/,
@@ -176,11 +201,11 @@ describe("restoreArchive against a fake runtime", () => {
 
   test("a pod that is not ready, and an archive that is not one, are refused before anything is created", async () => {
     await assert.rejects(
-      restoreArchive({ cri, archive: `${archive}.missing`, progress: quiet }),
+      restoreArchive({ cri, logRoot: LOGS, archive: `${archive}.missing`, progress: quiet }),
       /no checkpoint archive at/,
     );
     await assert.rejects(
-      restoreArchive({ cri, archive, pod: "stopped", progress: quiet }),
+      restoreArchive({ cri, logRoot: LOGS, archive, pod: "stopped", progress: quiet }),
       /pod ml\/stopped is not ready \(SANDBOX_NOTREADY\): restore into a running pod/,
     );
     assert.equal(rt.seen.RunPodSandbox, undefined);

@@ -10,6 +10,7 @@
 # gpu-e2e options: --workload cuda|torch|double  --gib 2,4,8,16  --floor 2,16  --gpu-backend driver|binary
 #   --cuda-checkpoint PATH  --libcuda PATH  --workload-bin PATH  --driver-root DIR  --devices LIST
 #   --python PATH  --python-mounts LIST  --torch-steps N  --out FILE
+#   --via-image (restore from a checkpoint image pushed to the node's registry, as the kubelet would)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin_dir="" extra_dir=""

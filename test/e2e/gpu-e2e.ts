@@ -3,7 +3,10 @@
  * For each case it runs a GPU pod through CRI, checkpoints it with CRI CheckpointContainer (as the kubelet
  * does), checks that the workload goes on, restores it with CreateContainer(archive) + StartContainer in a
  * new pod, checks continuation and VRAM contents, and prints the figures (markdown). With --floor it also
- * measures the same container's floor: the driver's freeze and thaw alone, and containerd + CRIU alone.
+ * measures the same container's floor: the driver's freeze and thaw alone, and containerd + CRIU alone. With
+ * --via-image the restore goes the Kubernetes way instead: the archive becomes a checkpoint image pushed to the
+ * node's registry (kybernate image build), and the restored container is created from that image as the kubelet
+ * creates it (PullImage, then CreateContainer with the image id), with the time of each step.
  * Run through test/e2e/gpu-e2e.sh, which brings up the node. Nothing here knows the machine: paths are options.
  */
 import { execFileSync } from "node:child_process";
@@ -12,6 +15,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
+import { buildImage } from "../../src/cli/commands/image.js";
 import { initPidOf } from "../../src/cli/resolve.js";
 import type { DeviceSpec, MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
@@ -39,6 +43,7 @@ const { values: opt } = parseArgs({
     "python-mounts": { type: "string", default: "/usr,/opt/torch" },
     "torch-steps": { type: "string", default: "300" },
     scratch: { type: "string", default: "/tmp/kybernate-e2e" },
+    "via-image": { type: "boolean", default: false },
     out: { type: "string" },
   },
 });
@@ -223,6 +228,8 @@ interface Row {
   preRestoreMs: number;
   postResumeMs: number;
   thawMs: number;
+  /** --via-image: the image built from the archive and pushed, then pulled by the runtime. */
+  image?: { buildPushMs: number; layerMiB: number; pullMs: number };
   floor?: { freezeMs: number; criuMs: number; thawMs: number };
 }
 
@@ -257,6 +264,15 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
     throw new Error(`${gib} GiB: VRAM corrupted after the checkpoint: ${JSON.stringify(goingOn)}`);
   const archiveMiB = Math.round(statSync(archive).size / 2 ** 20);
   await cri.stopAndRemovePod(original.podId);
+  let image: { ref: string; buildPushMs: number; layerMiB: number } | undefined;
+  if (opt["via-image"]) {
+    // The node's own registry (test/node/up.sh), spoken to as localhost: containerd pulls from it in plain HTTP.
+    const ref = `localhost:${node.registry.split(":")[1]}/kybernate-e2e/ckpt-${gib}:${Date.now()}`;
+    const tb = performance.now();
+    const built = await buildImage({ archive, tag: ref, push: true });
+    image = { ref, buildPushMs: ms(tb), layerMiB: Math.round(built.layer.size / 2 ** 20) };
+    rmSync(archive, { force: true });
+  }
 
   const atCheckpoint = before.counter;
   for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true, recursive: true });
@@ -264,12 +280,27 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const restored = await pod(`gpu-${workload}-${gib}-restored`, c);
   const mark2 = kyb.logs.length;
   const t1 = performance.now();
-  const rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", {
+  const restoreSpec = {
     ...c.spec,
     ...(opt["restore-devices"] ? { devices: deviceSpecs(opt["restore-devices"]) } : {}),
     logPath: "gpu.log",
-  });
-  const createMs = ms(t1);
+  };
+  let pullMs = 0;
+  let rid: string;
+  if (image) {
+    // As the kubelet: pull the pod spec's image, then create the container from the id the runtime returned.
+    const imageId = await cri.pullImage(image.ref, { podConfig: restored.config });
+    pullMs = ms(t1);
+    rid = await cri.createContainer(restored.podId, restored.config, {
+      ...restoreSpec,
+      name: "gpu",
+      image: imageId,
+      userSpecifiedImage: image.ref,
+    });
+  } else {
+    rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", restoreSpec);
+  }
+  const createMs = ms(t1) - pullMs;
   const t2 = performance.now();
   await cri.startContainer(rid);
   const startMs = ms(t2);
@@ -308,6 +339,7 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
         Number((post.phasesMs as Record<string, number>).unlock ?? 0),
     ),
   };
+  if (image) row.image = { buildPushMs: image.buildPushMs, layerMiB: image.layerMiB, pullMs };
   if (floorSizes.has(gib)) row.floor = await floor(gib);
   console.error(`[e2e] ${gib} GiB: ${JSON.stringify(row)}`);
   return row;
@@ -407,6 +439,21 @@ async function referenceRun(): Promise<void> {
   );
 }
 
+/** --via-image: the four steps of a migration through a registry, and what the restore found. */
+function imageTable(rows: Row[]): string {
+  const lines = [
+    `workload ${workload}, backend ${opt["gpu-backend"]}, restored from a checkpoint image in the node's registry; times in ms`,
+    "",
+    "| VRAM GiB | checkpoint (CRI) | image build + push | image MiB | pull | create | start (CRIU restore + GPU thaw) | post-resume (kybernate) | VRAM verified after restore |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.gib} | ${r.ckptMs} | ${r.image?.buildPushMs ?? "–"} | ${r.image?.layerMiB ?? "–"} | ${r.image?.pullMs ?? "–"} | ${r.createMs} | ${r.startMs} | ${r.postResumeMs} | yes |`,
+    );
+  return lines.join("\n");
+}
+
 function table(rows: Row[]): string {
   const f = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : String(n));
   const lines = [
@@ -452,7 +499,7 @@ async function main(): Promise<void> {
     }
     cri.close();
   }
-  const text = table(rows);
+  const text = opt["via-image"] ? `${table(rows)}\n\n${imageTable(rows)}` : table(rows);
   console.log(text);
   if (opt.out) writeFileSync(opt.out, `${text}\n`);
   if (failure) process.exit(1);

@@ -41,6 +41,7 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
   let dir: string;
   let archive: string;
   let common: string[];
+  let restoreCommon: string[];
   let originalPod: string;
   let original: string;
   let checkpointedCount: number;
@@ -55,6 +56,8 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
     archive = join(dir, "counter.tar");
     // No daemon on this socket: the commands must cope and say so.
     common = ["--runtime-endpoint", `unix://${node.criSocket}`, "--socket", join(dir, "no-daemon.sock")];
+    // A restored container's log folder goes below --log-root; here not into the host's /var/log/pods.
+    restoreCommon = [...common, "--log-root", join(dir, "pods")];
     await cri.pullImage(node.image);
     const pod = await cri.runHostNetworkPod(`cli-${suffix}`, "kybernate-test");
     originalPod = pod.podId;
@@ -101,7 +104,7 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
 
   it("restore into a new pod: the restored process goes on counting, with the marker written before", async (t) => {
     const started = Date.now();
-    const r = await kybernate(["restore", archive, ...common]);
+    const r = await kybernate(["restore", archive, ...restoreCommon]);
     assert.equal(r.code, 0, r.stderr);
     const id = r.stdout.trim();
     assert.match(id, /^[0-9a-f]{64}$/);
@@ -125,7 +128,13 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
   });
 
   it("restore --pod into the original pod under another --name", async () => {
-    const dup = await kybernate(["restore", archive, "--pod", `kybernate-test/cli-${suffix}`, ...common]);
+    const dup = await kybernate([
+      "restore",
+      archive,
+      "--pod",
+      `kybernate-test/cli-${suffix}`,
+      ...restoreCommon,
+    ]);
     assert.equal(dup.code, 2);
     assert.match(dup.stderr, new RegExp(`already has a container named ${name} .*pass --name`));
     const r = await kybernate([
@@ -145,7 +154,7 @@ describe("kybernate checkpoint / restore / ps on the test node", { timeout: 120_
   });
 
   it("restore of a file that is not an archive exits 2 before touching CRI", async () => {
-    const r = await kybernate(["restore", join(dir, "missing.tar"), ...common]);
+    const r = await kybernate(["restore", join(dir, "missing.tar"), ...restoreCommon]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /no checkpoint archive at .*missing\.tar: check the path/);
   });

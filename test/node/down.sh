@@ -12,6 +12,10 @@ case "${1:-}" in
   *) die "unknown argument '$1'; usage: down.sh [--purge]" ;;
 esac
 [ "$(id -u)" = 0 ] || die "stopping the test node needs root; run: sudo npm run testnode:down"
+# Node B shares this node's registry and prefix: it goes first.
+if [ "$TN" != "$NODE_B_DIR" ] && [ -d "$NODE_B_DIR" ]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/down-b.sh" ${1:+"$1"}
+fi
 lock_node
 
 # 1. While containerd still runs, let it stop and delete its containers through their shims.

@@ -3,8 +3,12 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Resolved: a git worktree reaches the one shared node through a .testnode symlink, and pid checks compare
-# /proc/PID/exe (always resolved) with paths below $TN; unresolved, restart found no containerd and started a second.
-TN=$(readlink -f "$ROOT/.testnode")
+# /proc/PID/exe (always resolved) with paths below $TN. KYBERNATE_TESTNODE_DIR names another node's folder
+# (node B: test/node/up-b.sh).
+TN=${KYBERNATE_TESTNODE_DIR:-$(readlink -f "$ROOT/.testnode")}
+# The second test node (a second containerd on this machine, sharing this node's prefix and registry).
+NODE_B_DIR=${KYBERNATE_TESTNODE_B_DIR:-$ROOT/.testnode-b}
+NODE_B_RUN=${KYBERNATE_TESTNODE_B_RUN:-/run/kybernate-testnode-b}
 # A prefix prepared elsewhere (e.g. a GPU host without a package registry: test/e2e/gpu-e2e.sh) can be named
 # instead; up.sh then installs nothing and only checks that the binaries are there.
 PREFIX=${KYBERNATE_TESTNODE_PREFIX:-$TN/prefix}

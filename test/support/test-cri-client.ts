@@ -1,18 +1,12 @@
-/**
- * The CRI calls only tests make (production never execs into a container or pulls an image itself), on top of
- * kybernate's CRI client.
- */
+/** The CRI calls only tests make (production never execs into a container), on top of kybernate's CRI client. */
 import { CriClient, type CriClientOptions, RUNTIME_TIMEOUT_MARGIN_MS } from "../../src/cri/client.js";
-import type { AuthConfig, ExecSyncResponse, Image, In, PodSandboxConfig } from "../../src/cri/types.js";
+import type { ExecSyncResponse, Image } from "../../src/cri/types.js";
 
 export interface ExecResult {
   stdout: string;
   stderr: string;
   exitCode: number;
 }
-
-/** Pulls move whole images; the kubelet gives them no deadline at all. */
-const PULL_TIMEOUT_MS = 10 * 60_000;
 
 export class TestCriClient extends CriClient {
   constructor(socket?: string, options: CriClientOptions = {}) {
@@ -31,19 +25,6 @@ export class TestCriClient extends CriClient {
       stderr: res.stderr.toString("utf8"),
       exitCode: res.exitCode,
     };
-  }
-
-  /** PullImage; returns the image reference (digest) the runtime resolved. */
-  async pullImage(
-    image: string,
-    options: { auth?: In<AuthConfig>; podConfig?: In<PodSandboxConfig> } = {},
-  ): Promise<string> {
-    const res = await this.rpc(
-      "PullImage",
-      { image: { image }, auth: options.auth, sandboxConfig: options.podConfig },
-      { timeoutMs: PULL_TIMEOUT_MS },
-    );
-    return res.imageRef;
   }
 
   /** The image, or null when the runtime does not have it. */

@@ -75,6 +75,20 @@ export function testNodeEnvPath(): string {
   return join(repoRoot(), ".testnode", "env.json");
 }
 
+/** Node B (test/node/up-b.sh): a second containerd on this machine sharing node A's registry and prefix. */
+export function testNodeBEnvPath(): string {
+  return join(repoRoot(), ".testnode-b", "env.json");
+}
+
+export function loadTestNodeB(): TestNode {
+  const envPath = testNodeBEnvPath();
+  if (!existsSync(envPath))
+    throw new Error(
+      `no test node B: ${envPath} is missing; run \`bash test/node/up-b.sh\` (as root) after npm run testnode:up`,
+    );
+  return loadTestNode(envPath);
+}
+
 type Json = Record<string, unknown>;
 
 function field(obj: Json, key: string, where: string): unknown {

@@ -1,14 +1,17 @@
 import { existsSync, statSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { status } from "@grpc/grpc-js";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
 import { CriError } from "../../cri/errors.js";
+import type { Compression } from "../../image/oci.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { fetchDaemonStatus } from "../daemon-status.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { humanBytes, type ProgressOptions, seconds, withProgress } from "../progress.js";
 import { resolveContainer, shortId } from "../resolve.js";
+import { buildImage, type ImageBuildResult } from "./image.js";
 
 /** The kubelet's deadline for a checkpoint (its API's `?timeout=` default). */
 export const DEFAULT_CHECKPOINT_TIMEOUT_S = 120;
@@ -129,10 +132,59 @@ async function explainFailure(
   return lines.join("\n");
 }
 
+export interface CheckpointPushOptions extends CheckpointOptions {
+  /** The checkpoint image to build from the archive and push. */
+  push: string;
+  compression?: Compression;
+  registryConfig?: string;
+  plainHttp?: boolean;
+}
+
+export interface CheckpointPushResult extends CheckpointResult {
+  image: ImageBuildResult;
+  /** Whether the archive is still there (it is when --output named it). */
+  archiveKept: boolean;
+}
+
+/**
+ * Checkpoint, then the checkpoint image pushed: the archive is only a step, removed after the push unless
+ * --output asked for it. The image holds every page of the process (it must restore anywhere on its own).
+ */
+export async function checkpointAndPush(o: CheckpointPushOptions): Promise<CheckpointPushResult> {
+  const ckpt = await checkpointContainer(o);
+  let image: ImageBuildResult;
+  try {
+    image = await buildImage({
+      archive: ckpt.path,
+      tag: o.push,
+      push: true,
+      ...(o.compression ? { compression: o.compression } : {}),
+      registry: {
+        ...(o.registryConfig ? { registryConfig: o.registryConfig } : {}),
+        ...(o.plainHttp !== undefined ? { plainHttp: o.plainHttp } : {}),
+      },
+      ...(o.progress ? { progress: o.progress } : {}),
+    });
+  } catch (err) {
+    throw new CliError(
+      `${(err as Error).message}
+  the checkpoint itself succeeded: ${ckpt.path} (push it with kybernate image build ${ckpt.path} --tag ${o.push} --push)`,
+      err instanceof CliError ? err.exitCode : 1,
+    );
+  }
+  const archiveKept = !!o.output;
+  if (!archiveKept) await rm(ckpt.path, { force: true });
+  return { ...ckpt, image, archiveKept };
+}
+
 interface CheckpointArgs extends EndpointArgs {
   container: string;
   output?: string;
   timeout: number;
+  push?: string;
+  compression: string;
+  registryConfig?: string;
+  plainHttp?: boolean;
 }
 
 export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
@@ -155,19 +207,48 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
           type: "number",
           default: DEFAULT_CHECKPOINT_TIMEOUT_S,
           describe: "seconds containerd may take (the kubelet's default is 120)",
-        }),
+        })
+        .option("push", {
+          type: "string",
+          describe:
+            "also build the checkpoint image HOST/PATH:TAG and push it (the archive is removed unless --output)",
+        })
+        .option("compression", {
+          choices: ["none", "gzip", "zstd"],
+          default: "none",
+          describe: "with --push: the image layer's compression",
+        })
+        .option("registry-config", {
+          type: "string",
+          describe: "with --push: Docker config.json with the registry's credentials",
+        })
+        .option("plain-http", { type: "boolean", describe: "with --push: plain HTTP to the registry" }),
     ) as unknown as Argv<CheckpointArgs>,
   handler: async (args: ArgumentsCamelCase<CheckpointArgs>) => {
     let cri: CriClient | undefined;
     try {
       cri = openCri(args.runtimeEndpoint);
-      const r = await checkpointContainer({
+      const base = {
         cri,
         container: args.container,
         ...(args.output ? { output: args.output } : {}),
         timeoutS: args.timeout,
         daemonSocket: args.socket,
-      });
+      };
+      if (args.push) {
+        const r = await checkpointAndPush({
+          ...base,
+          push: args.push,
+          compression: args.compression as Compression,
+          ...(args.registryConfig ? { registryConfig: args.registryConfig } : {}),
+          ...(args.plainHttp !== undefined ? { plainHttp: args.plainHttp } : {}),
+        });
+        process.stdout.write(
+          `${r.image.reference}@${r.image.manifestDigest}\t${humanBytes(r.image.layer.size)}\t${seconds(r.ms)}\t${seconds(r.image.ms)}${r.archiveKept ? `\t${r.path}` : ""}\n`,
+        );
+        return;
+      }
+      const r = await checkpointContainer(base);
       process.stdout.write(`${r.path}\t${humanBytes(r.sizeBytes)}\t${seconds(r.ms)}\n`);
     } catch (err) {
       exitWithError("checkpoint", err);
