@@ -90,6 +90,8 @@ export interface ContainerSpec {
   /** Relative to the pod's logDirectory; ignored by the runtime when the pod has none. */
   logPath?: string;
   privileged?: boolean;
+  /** The container's memory limit (the kubelet's resources.limits.memory). */
+  memoryLimitBytes?: number;
 }
 
 type Unary = (
@@ -260,6 +262,9 @@ export class CriClient {
           annotations: spec.annotations ?? {},
           logPath: spec.logPath ?? "",
           linux: {
+            ...(spec.memoryLimitBytes !== undefined
+              ? { resources: { memoryLimitInBytes: String(spec.memoryLimitBytes) } }
+              : {}),
             securityContext: {
               privileged: spec.privileged ?? false,
               namespaceOptions: podNamespaces(podConfig),

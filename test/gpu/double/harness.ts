@@ -38,6 +38,11 @@ export interface WorkloadStatus {
   checkpoints: number;
   restores: number;
   lastDevicePairs: number;
+  /** --serve: requests answered, connections accepted, ended by the other side (or an error), open now. */
+  served: number;
+  accepted: number;
+  closed: number;
+  open: number;
 }
 
 export interface Workload {
