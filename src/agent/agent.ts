@@ -153,7 +153,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     },
     ...(options.selector ? { selector: options.selector } : {}),
     log,
-    onManaged: (pod, container, reason) => {
+    onManaged: (pod, container, reason, tcp) => {
       containers.manage({
         id: container.id,
         name: container.name,
@@ -163,6 +163,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         since: new Date().toISOString(),
         gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
         ...(pod.ips.length ? { podIps: pod.ips } : {}),
+        ...(tcp ? { tcp } : {}),
       });
     },
     onRemoved: (id) => {

@@ -33,7 +33,12 @@ export interface CheckpointMetadata {
    * The pod's IPs and the local addresses of the container's TCP sockets at checkpoint: a restore keeps the
    * connections only in a pod that has those addresses (loopback is in every pod).
    */
-  network?: { podIps: string[]; tcpEstablished: string[]; tcpListening: string[] };
+  network?: {
+    tcp?: "established" | "close";
+    podIps: string[];
+    tcpEstablished: string[];
+    tcpListening: string[];
+  };
 }
 
 export function buildMetadata(input: {
@@ -139,6 +144,8 @@ const pid: Check = (v, f) =>
     : `field ${f} must be a process id (a whole number > 0)`;
 const address: Check = (v, f) =>
   typeof v === "string" && isIP(v) !== 0 ? undefined : `field ${f} must be an IP address`;
+const tcpMode: Check = (v, f) =>
+  v === "established" || v === "close" ? undefined : `field ${f} must be established or close`;
 const schemaOne: Check = (v, f) =>
   v === 1 ? undefined : `field ${f} must be 1 (written by a newer kybernate? Upgrade kybernate on this node)`;
 
@@ -196,6 +203,7 @@ const metadataShape = object({
   stagedBytesEstimate: { check: count, optional: true },
   network: {
     check: object({
+      tcp: { check: tcpMode, optional: true },
       podIps: { check: list(address) },
       tcpEstablished: { check: list(address) },
       tcpListening: { check: list(address) },

@@ -30,6 +30,8 @@ export interface FreezeContext {
   names?: ContainerNames;
   /** The pod's IPs as NRI gave them (none: host network). */
   podIps?: string[];
+  /** How CRIU dumps the container's established TCP connections. */
+  tcp?: "established" | "close";
 }
 
 /** What was known of the GPUs while the processes still ran (VRAM per process reads 0 after a checkpoint). */
@@ -171,6 +173,7 @@ export class NodePolicy implements CheckpointPolicy {
       ...(tcp
         ? {
             network: {
+              tcp: ctx.tcp ?? "established",
               podIps: ctx.podIps ?? [],
               tcpEstablished: tcp.established,
               tcpListening: tcp.listening,

@@ -239,7 +239,8 @@ export class CriClient {
         sandboxConfig: podConfig,
         config: {
           metadata: { name: spec.name, attempt: 0 },
-          image: { image: spec.image },
+          // As the kubelet sends it; a restore's annotation checkpointImage names the archive from it.
+          image: { image: spec.image, userSpecifiedImage: spec.image },
           command: spec.command ?? [],
           args: spec.args ?? [],
           workingDir: spec.workingDir ?? "",

@@ -199,6 +199,7 @@ async function moveToHost(
       ...(request.imageDir ? { imageDir: request.imageDir } : {}),
       names,
       podIps: ctx.containers.managed(request.containerId)?.podIps ?? [],
+      tcp: ctx.containers.managed(request.containerId)?.tcp ?? "established",
     };
     const admission = await ctx.policy.admit(context);
     if (!admission.verdict.ok) {

@@ -57,6 +57,8 @@ export interface ManagedContainer {
   gpuRequest?: GpuRequest;
   /** Its pod's IPs (none for a host-network pod): a checkpoint records them beside its connections. */
   podIps?: string[];
+  /** How its CRIU configuration has CRIU dump established TCP connections. */
+  tcp?: "established" | "close";
 }
 
 /** A GPU stage in flight. */

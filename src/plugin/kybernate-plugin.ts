@@ -11,7 +11,7 @@ import {
 } from "./criu-config.js";
 import { classifyContainer } from "./gpu-container.js";
 import type { Selector } from "./selector.js";
-import { type CheckpointNetwork, tcpChoice } from "./tcp-choice.js";
+import { type CheckpointNetwork, type TcpMode, tcpChoice } from "./tcp-choice.js";
 
 export const VERSION_ANNOTATION = "kybernate.io/version";
 /** runc hands CRIU the file this OCI annotation names, for dump and for restore. */
@@ -23,7 +23,7 @@ export interface PluginOptions {
   selector?: Selector;
   log: Logger;
   /** Told of each container kybernate takes care of (for `kybernate ps`). */
-  onManaged?(pod: PodSandbox, container: Container, reason: string): void;
+  onManaged?(pod: PodSandbox, container: Container, reason: string, tcp?: TcpMode): void;
   onRemoved?(containerId: string): void;
   /** After each (re)synchronize: the GPU containers that still exist, with their init pids. */
   onSynchronized?(gpuContainers: Container[]): void;
@@ -83,7 +83,7 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
         },
         "GPU container: CRIU hook configured",
       );
-      options.onManaged?.(pod, container, reason);
+      options.onManaged?.(pod, container, reason, tcp.mode);
       return { annotations: { [VERSION_ANNOTATION]: version, [CRIU_CONFIG_ANNOTATION]: files.config } };
     },
     /**

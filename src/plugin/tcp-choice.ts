@@ -20,6 +20,8 @@ export interface TcpChoice {
 
 /** What a checkpoint recorded of its connections (kybernate.json's `network`), read from its archive. */
 export interface CheckpointNetwork {
+  /** How the checkpoint dumped them: one dumped with tcp-close has no connection state to restore. */
+  tcp?: TcpMode;
   podIps: string[];
   tcpEstablished: string[];
   tcpListening: string[];
@@ -61,6 +63,8 @@ export async function tcpChoice(
       reason:
         "the checkpoint records no connection addresses (not a kybernate checkpoint archive on this node)",
     };
+  if (network.tcp === "close")
+    return { mode: "close", reason: "the checkpoint was taken with tcp-close: it holds no connection state" };
   const here = new Set(pod.ips);
   const foreign = network.tcpEstablished.filter((a) => !isLoopback(a) && !here.has(a));
   const listeners = network.tcpListening.filter(
@@ -101,5 +105,7 @@ export async function checkpointNetwork(container: Container): Promise<Checkpoin
   const podIps = list(network?.podIps);
   const tcpEstablished = list(network?.tcpEstablished);
   const tcpListening = list(network?.tcpListening);
-  return podIps && tcpEstablished && tcpListening ? { podIps, tcpEstablished, tcpListening } : undefined;
+  if (!podIps || !tcpEstablished || !tcpListening) return undefined;
+  const tcp = network?.tcp === "close" || network?.tcp === "established" ? network.tcp : undefined;
+  return { ...(tcp ? { tcp } : {}), podIps, tcpEstablished, tcpListening };
 }

@@ -36,9 +36,20 @@ export interface PodChoice {
   cgroupParent?: string;
 }
 
+const podNetworkFile = () => join(testNodeEnvPath(), "..", "pod-network.json");
+
 /** Whether the test node has its CNI pod network (test/node/pod-network.sh). */
 export function hasPodNetwork(): boolean {
-  return existsSync(join(testNodeEnvPath(), "..", "pod-network.json"));
+  return existsSync(podNetworkFile());
+}
+
+/** The pod network test/node/pod-network.sh made: its bridge, subnet and the node's address on it. */
+export function podNetwork(): { bridge: string; subnet: string; gateway: string } {
+  return JSON.parse(readFileSync(podNetworkFile(), "utf8")) as {
+    bridge: string;
+    subnet: string;
+    gateway: string;
+  };
 }
 
 export class GpuNode {
