@@ -56,12 +56,17 @@ export interface LimitRaise {
  * above it (the kubelet's pod cgroup): each level whose room under its limits is below the staged bytes gets
  * every limit file raised by them, outermost level first. Levels with room enough are left alone.
  */
-export function limitRaises(levels: readonly MemoryLevel[], stagedBytes: number): LimitRaise[] {
+export function limitRaises(
+  levels: readonly MemoryLevel[],
+  stagedBytes: number,
+  /** Memory still to come besides the staged bytes (a restore: what the container used at checkpoint). */
+  comingBytes = 0,
+): LimitRaise[] {
   const raises: LimitRaise[] = [];
   for (const level of [...levels].reverse()) {
     const finite = level.limits.filter((l) => l.bytes !== undefined);
     if (finite.length === 0) continue;
-    const room = Math.min(...finite.map((l) => (l.bytes ?? 0) - level.usage));
+    const room = Math.min(...finite.map((l) => (l.bytes ?? 0) - level.usage - comingBytes));
     if (room >= stagedBytes) continue;
     // The kernel keeps limits in pages: a value it would round is one kybernate could not recognise later.
     const by = Math.ceil(stagedBytes / 4096) * 4096;

@@ -29,6 +29,8 @@ export interface CheckpointMetadata {
   vramBytesMoved?: number;
   /** What admission expected to stage in host memory (a restore raises memory limits by it when unmeasured). */
   stagedBytesEstimate?: number;
+  /** The container's memory cgroup usage before the staging: a restore brings it back on top of the staged bytes. */
+  memoryUsageBytes?: number;
   /**
    * The pod's IPs and the local addresses of the container's TCP sockets at checkpoint: a restore keeps the
    * connections only in a pod that has those addresses (loopback is in every pod).
@@ -53,6 +55,7 @@ export function buildMetadata(input: {
   opened?: GpuInfo[];
   vramBytesMoved?: number;
   stagedBytesEstimate?: number;
+  memoryUsageBytes?: number;
   network?: CheckpointMetadata["network"];
   now?: Date;
 }): CheckpointMetadata {
@@ -80,6 +83,7 @@ export function buildMetadata(input: {
     }),
     ...(input.vramBytesMoved !== undefined ? { vramBytesMoved: input.vramBytesMoved } : {}),
     ...(input.stagedBytesEstimate !== undefined ? { stagedBytesEstimate: input.stagedBytesEstimate } : {}),
+    ...(input.memoryUsageBytes !== undefined ? { memoryUsageBytes: input.memoryUsageBytes } : {}),
     ...(input.network ? { network: input.network } : {}),
   };
 }
@@ -201,6 +205,7 @@ const metadataShape = object({
   },
   vramBytesMoved: { check: count, optional: true },
   stagedBytesEstimate: { check: count, optional: true },
+  memoryUsageBytes: { check: count, optional: true },
   network: {
     check: object({
       tcp: { check: tcpMode, optional: true },

@@ -73,6 +73,7 @@ export interface CheckpointPolicy {
     containerId: string,
     bytes: number | undefined,
     levels: () => Promise<MemoryLevel[]>,
+    usageBytes?: number,
   ): Promise<{ verdict: AdmissionVerdict; raises: LimitRaise[] }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
@@ -130,10 +131,11 @@ export class NodePolicy implements CheckpointPolicy {
     containerId: string,
     bytes: number | undefined,
     levels: () => Promise<MemoryLevel[]>,
+    usageBytes = 0,
   ): Promise<{ verdict: AdmissionVerdict; raises: LimitRaise[] }> {
     if (bytes === undefined)
       return { verdict: { ok: true, note: "the checkpoint does not say what it staged" }, raises: [] };
-    const raises = limitRaises(await levels(), bytes);
+    const raises = limitRaises(await levels(), bytes, usageBytes);
     if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, raises };
     const memAvailable = await (this.options.memAvailable ?? memAvailableBytes)();
     const verdict = decideAdmission({
@@ -160,6 +162,8 @@ export class NodePolicy implements CheckpointPolicy {
     }
     const [first] = ctx.pids;
     const tcp = first ? await tcpAddressesOf(first) : undefined;
+    // Read at pre-dump before the staging (admission's levels): what a restore brings back besides the VRAM.
+    const [own] = await ctx.memoryLevels().catch(() => []);
     const metadata = buildMetadata({
       version: this.options.version,
       containerId: ctx.containerId,
@@ -170,6 +174,7 @@ export class NodePolicy implements CheckpointPolicy {
       ...(snapshot.opened ? { opened: snapshot.opened } : {}),
       ...(record.vramBytes !== undefined ? { vramBytesMoved: record.vramBytes } : {}),
       ...(snapshot.stagedBytes !== undefined ? { stagedBytesEstimate: snapshot.stagedBytes } : {}),
+      ...(own ? { memoryUsageBytes: own.usage } : {}),
       ...(tcp
         ? {
             network: {
@@ -219,7 +224,14 @@ export class NodePolicy implements CheckpointPolicy {
       (metadata?.processes.some((p) => p.vramBytes !== undefined)
         ? metadata.processes.reduce((s, p) => s + (p.vramBytes ?? 0), 0)
         : undefined);
-    const plan = planned.ok && staged !== undefined ? { ...planned, stagedBytes: staged } : planned;
+    const plan =
+      planned.ok && staged !== undefined
+        ? {
+            ...planned,
+            stagedBytes: staged,
+            ...(metadata?.memoryUsageBytes !== undefined ? { usageBytes: metadata.memoryUsageBytes } : {}),
+          }
+        : planned;
     this.options.log.info(
       {
         containerId: ctx.containerId,

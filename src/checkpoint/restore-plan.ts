@@ -10,6 +10,8 @@ export type RestorePlan =
       reason: string;
       /** What the checkpoint staged in host memory (CRIU restores it there first), when it says. */
       stagedBytes?: number;
+      /** What the container's memory cgroup held before the staging (CRIU restores that too). */
+      usageBytes?: number;
     }
   | { ok: false; error: string };
 

@@ -22,7 +22,7 @@ export async function preRestore(ctx: StageContext, request: HookRequest): Promi
     ctx.metrics.result("restore", "refused");
     return fail(ctx, request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
   }
-  const refused = await raiseLimitsForRestore(ctx, request, plan?.stagedBytes);
+  const refused = await raiseLimitsForRestore(ctx, request, plan);
   if (refused) {
     ctx.metrics.result("restore", "refused");
     return fail(ctx, request, `${refused}; nothing was restored (the checkpoint archive is unchanged)`);
@@ -101,8 +101,9 @@ export async function postResume(
 async function raiseLimitsForRestore(
   ctx: StageContext,
   request: HookRequest,
-  stagedBytes: number | undefined,
+  plan: RestorePlan | undefined,
 ): Promise<string | undefined> {
+  const stagedBytes = plan?.ok ? plan.stagedBytes : undefined;
   if (stagedBytes === undefined || !request.criuPid) return undefined;
   let levels: Awaited<ReturnType<ContainerOnHost["memoryLevels"]>>;
   try {
@@ -114,6 +115,7 @@ async function raiseLimitsForRestore(
     request.containerId,
     stagedBytes,
     async () => levels,
+    plan?.ok ? plan.usageBytes : undefined,
   );
   if (!verdict.ok) return verdict.error;
   const cgroup = levels[0]?.dir;

@@ -24,7 +24,13 @@ const v2 = (dir: string, limit: number | undefined, usage: number): MemoryLevel 
   ],
 });
 
-const cases: Array<{ name: string; levels: MemoryLevel[]; staged: number; raised: string[] }> = [
+const cases: Array<{
+  name: string;
+  levels: MemoryLevel[];
+  staged: number;
+  coming?: number;
+  raised: string[];
+}> = [
   {
     name: "container limit below the staged VRAM (32 GiB of RAM, 80 GB of VRAM): the container and its pod raised",
     levels: [v2("/c", 32 * GiB, 2 * GiB), v2("/pod", 33 * GiB, 2 * GiB), v2("/kubepods", undefined, 9 * GiB)],
@@ -38,6 +44,13 @@ const cases: Array<{ name: string; levels: MemoryLevel[]; staged: number; raised
     raised: [`/pod/memory.max=${6 * GiB}`],
   },
   { name: "no limit anywhere: nothing", levels: [v2("/c", undefined, GiB)], staged: 8 * GiB, raised: [] },
+  {
+    name: "restore: what the container held at checkpoint is still to come besides the staged bytes",
+    levels: [v2("/c", 4 * GiB, 16 * MiB)],
+    staged: 2 * GiB,
+    coming: 3 * GiB,
+    raised: [`/c/memory.max=${6 * GiB}`],
+  },
   {
     name: "v1: memsw raised before the memory limit (v1 refuses a limit above memsw)",
     levels: [
@@ -63,7 +76,7 @@ const cases: Array<{ name: string; levels: MemoryLevel[]; staged: number; raised
 for (const c of cases)
   test(c.name, () => {
     assert.deepEqual(
-      limitRaises(c.levels, c.staged).map((r) => `${r.dir}/${r.file}=${r.to}`),
+      limitRaises(c.levels, c.staged, c.coming).map((r) => `${r.dir}/${r.file}=${r.to}`),
       c.raised,
     );
     for (const r of limitRaises(c.levels, c.staged))

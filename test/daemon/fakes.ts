@@ -380,11 +380,16 @@ export class FakePolicy implements CheckpointPolicy {
       ? { verdict: { ok: false as const, error: this.refuse }, snapshot, raises: [] }
       : { verdict: { ok: true as const }, snapshot, raises };
   }
-  async admitRestore(_id: string, bytes: number | undefined, levels: () => Promise<MemoryLevel[]>) {
+  async admitRestore(
+    _id: string,
+    bytes: number | undefined,
+    levels: () => Promise<MemoryLevel[]>,
+    usage = 0,
+  ) {
     if (this.refuseRestore) return { verdict: { ok: false as const, error: this.refuseRestore }, raises: [] };
     return {
       verdict: { ok: true as const },
-      raises: bytes === undefined ? [] : limitRaises(await levels(), bytes),
+      raises: bytes === undefined ? [] : limitRaises(await levels(), bytes, usage),
     };
   }
   async recordCheckpoint(): Promise<void> {

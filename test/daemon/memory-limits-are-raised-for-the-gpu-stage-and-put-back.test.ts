@@ -166,11 +166,18 @@ test("a crash with limits raised: the next start puts them back, but not under a
 /** A restore: CRIU (pid 9000) is in the restored container's cgroup, whose limit is below what it staged. */
 async function restoring() {
   r = await rig();
-  r.host.cgroups.add(C, 96 * MiB, 40 * MiB);
+  // Only CRIU is in the cgroup yet; what the container held at checkpoint comes back with the staged VRAM.
+  r.host.cgroups.add(C, 96 * MiB, 4 * MiB);
   r.host.addContainer(9000, [], [C]);
   const c = r.host.addContainer(200, [201], [C]);
   r.driver.states.set(201, CHECKPOINTED);
-  r.policy.plan = { ok: true, deviceMap: [], reason: "same GPUs", stagedBytes: 64 * MiB };
+  r.policy.plan = {
+    ok: true,
+    deviceMap: [],
+    reason: "same GPUs",
+    stagedBytes: 64 * MiB,
+    usageBytes: 36 * MiB,
+  };
   return c;
 }
 
