@@ -114,7 +114,7 @@ describe("a memory-limited GPU pod (limit below its staged VRAM)", () => {
       (l) => l.containerId === id && l.msg === "memory limits raised for the GPU stage",
       { since: mark },
     );
-    const dirs = (raised?.raised as Array<{ dir: string }>).map((r) => r.dir);
+    const dirs = ((raised?.raised ?? []) as Array<{ dir: string }>).map((r) => r.dir);
     assert.ok(
       dirs.includes(container.dir) && dirs.includes(pod.dir),
       `raised: ${JSON.stringify(raised?.raised)}`,
