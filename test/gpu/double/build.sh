@@ -18,8 +18,8 @@ stale() { # target sources...
   return 1
 }
 inference="$here/../inference"
-if stale "$out/fake-cuda-workload" "$here/fake-cuda-workload.c" "$here/fake-cuda.h" "$inference/http-serve.c" "$inference/http-serve.h"; then
-  gcc "${cflags[@]}" -static -o "$out/fake-cuda-workload.tmp" "$here/fake-cuda-workload.c" "$inference/http-serve.c" -lm
+if stale "$out/fake-cuda-workload" "$here/fake-cuda-workload.c" "$here/fake-cuda.h" "$inference/http-serve.c" "$inference/http-serve.h" "$here/fake-traits.c" "$here/fake-traits.h"; then
+  gcc "${cflags[@]}" -static -pthread -o "$out/fake-cuda-workload.tmp" "$here/fake-cuda-workload.c" "$inference/http-serve.c" "$here/fake-traits.c" -lm
   mv "$out/fake-cuda-workload.tmp" "$out/fake-cuda-workload"
 fi
 # The client pod of the inference-shaped tests (no "GPU"): static too, for a busybox pod.

@@ -23,6 +23,9 @@
  * --serve PORT: also an "inference server" (../inference/http-serve.h) whose model weights are the VRAM's
  * pattern words: it answers only while on the GPU (RUNNING); requests that come while LOCKED or CHECKPOINTED
  * wait, as CUDA calls wait while the driver holds the process.
+ *
+ * --traits 1: also holds UDP and unix sockets, eventfd/epoll/timerfd, POSIX shm and a semaphore in /dev/shm and
+ * 16 threads (fake-traits.c), checked every 200 ms while RUNNING; the status says which first failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,11 +50,15 @@
 
 #include "fake-cuda.h"
 #include "../inference/http-serve.h"
+#include "fake-traits.h"
 
 static const char *dir;
 static const char *device_opt;
 static const char *fault_file;
 static int serve_port;
+static int traits;
+static unsigned trait_checks;
+static char trait_state[128] = "off";
 static size_t vram_bytes = 16u << 20;
 static volatile sig_atomic_t stop;
 
@@ -183,16 +190,16 @@ static const char *state_name(int s) {
 }
 
 static void write_status(void) {
-  char tmp[300], body[512];
+  char tmp[300], body[768];
   snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
   int n = snprintf(body, sizeof body,
                    "{\"pid\":%d,\"state\":\"%s\",\"counter\":%llu,\"mib\":%zu,\"ring\":%s,\"device\":%s,"
                    "\"verified\":%u,\"verifyFailures\":%u,\"checkpoints\":%u,\"restores\":%u,\"lastDevicePairs\":%u,"
-                   "\"served\":%lu,\"accepted\":%u,\"closed\":%u,\"open\":%u}\n",
+                   "\"served\":%lu,\"accepted\":%u,\"closed\":%u,\"open\":%u,\"traits\":\"%s\",\"traitChecks\":%u}\n",
                    ns_pid, state_name(state), (unsigned long long)counter, vram_bytes >> 20,
                    ring_map ? "true" : "false", dev_fd >= 0 ? "true" : "false", verified, verify_failures,
                    checkpoints, restores, last_pairs, serve_stats()->served, serve_stats()->accepted,
-                   serve_stats()->closed, serve_stats()->open);
+                   serve_stats()->closed, serve_stats()->open, trait_state, trait_checks);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return;
   ssize_t w = write(fd, body, (size_t)n);
@@ -380,6 +387,10 @@ static int worker(void) {
   if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(lfd, 16) != 0)
     die("cannot listen on the control socket");
   if (serve_port && serve_listen(serve_port) != 0) die("cannot listen on the --serve port");
+  if (traits) {
+    if (traits_init(ns_pid) != 0) die("cannot open the --traits");
+    snprintf(trait_state, sizeof trait_state, "ok");
+  }
   write_status();
   printf("ready pid=%d mib=%zu socket=%s\n", ns_pid, vram_bytes >> 20, sock_path);
   fflush(stdout);
@@ -410,6 +421,14 @@ static int worker(void) {
     if (state == ST_RUNNING) {
       counter++;
       if (pwrite(vram_fd, &counter, sizeof counter, 0) != sizeof counter) die("cannot write the fake VRAM");
+    }
+    static uint64_t last_traits;
+    if (traits && state == ST_RUNNING && now_ms() - last_traits >= 200) {
+      const char *bad = traits_check();
+      /* The first failure stays: a test must see it even if the trait works again later. */
+      if (bad && strcmp(trait_state, "ok") == 0) snprintf(trait_state, sizeof trait_state, "%s", bad);
+      trait_checks++;
+      last_traits = now_ms();
     }
     if (now_ms() - last_status >= 100) {
       write_status();
@@ -465,6 +484,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--dir") == 0) dir = v;
     else if (strcmp(a, "--fault-file") == 0) fault_file = v;
     else if (strcmp(a, "--serve") == 0) serve_port = atoi(v);
+    else if (strcmp(a, "--traits") == 0) traits = atoi(v);
     else usage();
     i++;
   }

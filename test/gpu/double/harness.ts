@@ -43,6 +43,9 @@ export interface WorkloadStatus {
   accepted: number;
   closed: number;
   open: number;
+  /** --traits: "ok", or the first trait that stopped working; how many rounds checked them. */
+  traits?: string;
+  traitChecks?: number;
 }
 
 export interface Workload {

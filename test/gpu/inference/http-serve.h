@@ -14,6 +14,10 @@
 
 #include <poll.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define INFER_DIM 64
 #define SERVE_MAX_CONNS 32
 
@@ -35,4 +39,7 @@ int serve_pollfds(struct pollfd *fds, int max);
 void serve_events(const struct pollfd *fds, int n, infer_fn infer);
 const struct serve_stats *serve_stats(void);
 
+#ifdef __cplusplus
+}
+#endif
 #endif
