@@ -32,6 +32,12 @@ export interface CheckpointMetadata {
   /** The container's memory cgroup usage before the staging: a restore brings it back on top of the staged bytes. */
   memoryUsageBytes?: number;
   /**
+   * Files of the pod's /dev/shm the processes map under a name since unlinked (glibc's sem_open maps a temporary
+   * file it renames): CRIU keeps them through link-remap links that live in the original pod's /dev/shm only
+   * while it dumps, so no restore can open them.
+   */
+  unrestorableShm?: string[];
+  /**
    * The pod's IPs and the local addresses of the container's TCP sockets at checkpoint: a restore keeps the
    * connections only in a pod that has those addresses (loopback is in every pod).
    */
@@ -56,6 +62,7 @@ export function buildMetadata(input: {
   vramBytesMoved?: number;
   stagedBytesEstimate?: number;
   memoryUsageBytes?: number;
+  unrestorableShm?: string[];
   network?: CheckpointMetadata["network"];
   now?: Date;
 }): CheckpointMetadata {
@@ -84,6 +91,7 @@ export function buildMetadata(input: {
     ...(input.vramBytesMoved !== undefined ? { vramBytesMoved: input.vramBytesMoved } : {}),
     ...(input.stagedBytesEstimate !== undefined ? { stagedBytesEstimate: input.stagedBytesEstimate } : {}),
     ...(input.memoryUsageBytes !== undefined ? { memoryUsageBytes: input.memoryUsageBytes } : {}),
+    ...(input.unrestorableShm?.length ? { unrestorableShm: input.unrestorableShm } : {}),
     ...(input.network ? { network: input.network } : {}),
   };
 }
@@ -206,6 +214,7 @@ const metadataShape = object({
   vramBytesMoved: { check: count, optional: true },
   stagedBytesEstimate: { check: count, optional: true },
   memoryUsageBytes: { check: count, optional: true },
+  unrestorableShm: { check: list(text), optional: true },
   network: {
     check: object({
       tcp: { check: tcpMode, optional: true },

@@ -3,7 +3,7 @@ import type { OperationRecord } from "../gpu/engine.js";
 import type { MemoryLevel } from "../host/cgroup.js";
 import { tcpAddressesOf } from "../host/net.js";
 import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
-import { memAvailableBytes } from "../host/proc.js";
+import { deletedMappings, memAvailableBytes } from "../host/proc.js";
 import {
   type AdmissionVerdict,
   computeAppsEstimator,
@@ -32,6 +32,8 @@ export interface FreezeContext {
   podIps?: string[];
   /** How CRIU dumps the container's established TCP connections. */
   tcp?: "established" | "close";
+  /** Every process of the container (the CUDA ones and the rest: a launcher, a data loader). */
+  containerPids?: number[];
 }
 
 /** What was known of the GPUs while the processes still ran (VRAM per process reads 0 after a checkpoint). */
@@ -164,6 +166,18 @@ export class NodePolicy implements CheckpointPolicy {
     const tcp = first ? await tcpAddressesOf(first) : undefined;
     // Read at pre-dump before the staging (admission's levels): what a restore brings back besides the VRAM.
     const [own] = await ctx.memoryLevels().catch(() => []);
+    const shm = [
+      ...new Set(
+        (await Promise.all((ctx.containerPids ?? ctx.pids).map((pid) => deletedMappings(pid))))
+          .flat()
+          .filter((path) => path.startsWith("/dev/shm/")),
+      ),
+    ].sort();
+    if (shm.length)
+      this.options.log.warn(
+        { containerId: ctx.containerId, files: shm },
+        "this checkpoint cannot be restored: its processes map /dev/shm files under unlinked names (POSIX semaphores); a restore will be refused",
+      );
     const metadata = buildMetadata({
       version: this.options.version,
       containerId: ctx.containerId,
@@ -175,6 +189,7 @@ export class NodePolicy implements CheckpointPolicy {
       ...(record.vramBytes !== undefined ? { vramBytesMoved: record.vramBytes } : {}),
       ...(snapshot.stagedBytes !== undefined ? { stagedBytesEstimate: snapshot.stagedBytes } : {}),
       ...(own ? { memoryUsageBytes: own.usage } : {}),
+      ...(shm.length ? { unrestorableShm: shm } : {}),
       ...(tcp
         ? {
             network: {
@@ -217,7 +232,12 @@ export class NodePolicy implements CheckpointPolicy {
     }
     const node = metadata ? await this.options.probe.inventory() : { gpus: [] };
     const container = resolveGpuRequest(ctx.gpuRequest, node.gpus);
-    const planned = planRestore(metadata, node, container);
+    const planned: RestorePlan = metadata?.unrestorableShm?.length
+      ? {
+          ok: false,
+          error: `refusing to restore: the checkpointed processes map files of their pod's /dev/shm under names since unlinked (${metadata.unrestorableShm.slice(0, 4).join(", ")}${metadata.unrestorableShm.length > 4 ? ", …" : ""}: POSIX semaphores from sem_open, e.g. Python multiprocessing's locks); CRIU kept them with link-remap links that existed only in the original pod's /dev/shm during the dump, so CRIU cannot open them in any restore`,
+        }
+      : planRestore(metadata, node, container);
     const staged =
       metadata?.vramBytesMoved ??
       metadata?.stagedBytesEstimate ??

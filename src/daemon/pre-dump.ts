@@ -200,6 +200,7 @@ async function moveToHost(
       names,
       podIps: ctx.containers.managed(request.containerId)?.podIps ?? [],
       tcp: ctx.containers.managed(request.containerId)?.tcp ?? "established",
+      containerPids: found.candidates,
     };
     const admission = await ctx.policy.admit(context);
     if (!admission.verdict.ok) {

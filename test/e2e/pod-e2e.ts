@@ -12,7 +12,7 @@
  * Pods are on the node's CNI pod network (test/node/pod-network.sh). Run through test/e2e/pod-e2e.sh, which brings
  * up the node. Nothing here knows the machine: paths are options.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -96,11 +96,28 @@ function gpuSpec(statusDir: string): {
   };
 }
 
+/** A pod whose containers log to <scratch>/logs/<pod>/<container>.log. */
 async function newPod(name: string): Promise<{ podId: string; config: In<PodSandboxConfig> }> {
   const podName = `${name}-${Date.now() % 100000}`;
+  const logDirectory = join(scratch, "logs", podName);
+  mkdirSync(logDirectory, { recursive: true });
   return hasPodNetwork()
-    ? cri.runPodNetworkPod(podName, "kybernate-e2e")
-    : cri.runHostNetworkPod(podName, "kybernate-e2e");
+    ? cri.runPodNetworkPod(podName, "kybernate-e2e", { logDirectory })
+    : cri.runHostNetworkPod(podName, "kybernate-e2e", { logDirectory });
+}
+
+/** Fails at once, with the container's output, when it is no longer running. */
+async function running(id: string, what: string): Promise<void> {
+  const s = (await cri.containerStatus(id).catch(() => undefined))?.status;
+  if (s && s.state !== "CONTAINER_RUNNING" && s.state !== "CONTAINER_CREATED") {
+    const log =
+      s.logPath && existsSync(s.logPath)
+        ? readFileSync(s.logPath, "utf8").split("\n").slice(-15).join("\n")
+        : "";
+    throw new Error(
+      `${what}: the container is ${s.state} (exit ${s.exitCode} ${s.reason}); its output:\n${log}`,
+    );
+  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -116,12 +133,14 @@ async function until<T>(
   get: () => Promise<T | undefined>,
   ok: (v: T) => boolean,
   timeoutMs = 300_000,
+  container?: string,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: T | undefined;
   while (Date.now() < end) {
     last = await get();
     if (last !== undefined && ok(last)) return last;
+    if (container) await running(container, what);
     await sleep(100);
   }
   throw new Error(`${what}: not within ${timeoutMs} ms; last ${JSON.stringify(last)}`);
@@ -192,6 +211,7 @@ async function inference(kyb: KybernateProcess): Promise<string[]> {
   const server = await cri.createContainer(serverPod.podId, serverPod.config, {
     name: "server",
     image: node.image,
+    logPath: "server.log",
     command,
     ...spec,
     ...limit,
@@ -295,6 +315,7 @@ async function ddpJob(name: string, statusDir: string, kybernate: boolean) {
   const id = await cri.createContainer(pod.podId, pod.config, {
     name: "ddp",
     image: node.image,
+    logPath: "ddp.log",
     command: [
       opt.python,
       "/kyb-ddp.py",
@@ -329,6 +350,7 @@ async function ddp(kyb: KybernateProcess): Promise<string[]> {
     () => readJson<{ done: boolean }>(join(refDir, "status.json")),
     (s) => s.done,
     900_000,
+    ref.id,
   );
   await cri.stopAndRemovePod(ref.pod.podId);
   const dir = join(scratch, "ddp");
@@ -337,6 +359,8 @@ async function ddp(kyb: KybernateProcess): Promise<string[]> {
     "the job reaching the checkpoint step",
     () => readJson<{ step: number }>(join(dir, "status.json")),
     (s) => s.step >= at,
+    300_000,
+    job.id,
   );
   const archive = join(scratch, "ddp.tar");
   const t0 = performance.now();
@@ -365,13 +389,34 @@ async function ddp(kyb: KybernateProcess): Promise<string[]> {
   const pod = await newPod("ddp-restored");
   const t1 = performance.now();
   const rid = await cri.restoreFromArchive(pod.podId, pod.config, archive, "ddp", job.spec);
-  await cri.startContainer(rid);
+  // KYBERNATE_E2E_CRIU_LOG=FILE: CRIU's restore log there (runc removes its own with the failed bundle).
+  if (process.env.KYBERNATE_E2E_CRIU_LOG)
+    appendFileSync(
+      join(kyb.stateDir, "containers", rid, "criu.conf"),
+      `log-file ${process.env.KYBERNATE_E2E_CRIU_LOG}\n`,
+    );
+  try {
+    await cri.startContainer(rid);
+  } catch (error) {
+    // A refusal names its reason in kybernate's log (pre-restore); CRIU's own failure only in its restore log.
+    const why = kyb.logs
+      .filter((l) => l.containerId === rid && Number(l.level) >= 50)
+      .map((l) => String(l.error ?? l.msg));
+    await cri.stopAndRemovePod(pod.podId);
+    return [
+      `DDP (${opt.device}, 2 ranks): checkpoint at step ${stepAtCheckpoint} in ${checkpointMs} ms; restore into a new pod REFUSED: ${(error as Error).message}`,
+      ...(why.length
+        ? why.map((w) => `  kybernate: ${w}`)
+        : ["  (no kybernate refusal: CRIU's own; KYBERNATE_E2E_CRIU_LOG=FILE keeps its restore log)"]),
+    ];
+  }
   const restoreMs = ms(t1);
   await until(
     "the restored job finishing",
     () => readJson<{ done: boolean }>(join(dir, "status.json")),
     (s) => s.done,
     900_000,
+    rid,
   );
   const configured = kyb.logs.find((l) => l.id === rid && l.msg === "GPU container: CRIU hook configured");
   const got = losses(dir);
@@ -395,6 +440,10 @@ try {
       "the node has no pod network: pods share the host's network (connections then stay on the node's addresses)",
     );
   lines = scenario === "inference" ? await inference(kyb) : await ddp(kyb);
+} catch (error) {
+  for (const l of kyb.logs.filter((x) => Number(x.level) >= 40).slice(-10))
+    say(`kybernate: ${JSON.stringify(l).slice(0, 600)}`);
+  throw error;
 } finally {
   await kyb.stop();
   cri.close();
