@@ -133,7 +133,11 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   if (options.criuNetworkLock === "auto") {
     const detected = await detectNetworkLock(options.criu ?? "criu");
     networkLock = detected.method;
-    log.info({ networkLock: detected.method, reason: detected.reason }, "CRIU network lock");
+    // Without a lock CRIU dumps connections while packets still reach them: worth a warning, not a refusal.
+    (detected.method === "skip" ? log.warn.bind(log) : log.info.bind(log))(
+      { networkLock: detected.method, reason: detected.reason },
+      "CRIU network lock",
+    );
   } else {
     networkLock = options.criuNetworkLock;
     log.info(
