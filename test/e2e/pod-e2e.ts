@@ -12,7 +12,15 @@
  * Pods are on the node's CNI pod network (test/node/pod-network.sh). Run through test/e2e/pod-e2e.sh, which brings
  * up the node. Nothing here knows the machine: paths are options.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -273,6 +281,20 @@ async function inference(kyb: KybernateProcess): Promise<string[]> {
   const restoredAnswers = await answers(client, `${newIp}:${PORT}`);
   const firstAnswerMs = ms(t3);
   const identical = restoredAnswers.join("\n") === reference.join("\n");
+  // The weights themselves, checked by the server after the restore (the CUDA server every --verify-s seconds).
+  const statusOf = async () => {
+    const f = readdirSync(restoredDir).find((n) => n.endsWith(".json"));
+    return f ? readJson<{ verified: number; verifyFailures: number }>(join(restoredDir, f)) : undefined;
+  };
+  const atRestore = (await until("the restored server's status", statusOf, () => true, 60_000, restored))
+    .verified;
+  const vram = await until(
+    "the restored server checking its weights",
+    statusOf,
+    (v) => v.verifyFailures > 0 || v.verified > (workload === "double" ? 0 : atRestore),
+    60_000,
+    restored,
+  );
   const configured = kyb.logs.find(
     (l) => l.id === restored && l.msg === "GPU container: CRIU hook configured",
   );
@@ -283,10 +305,11 @@ async function inference(kyb: KybernateProcess): Promise<string[]> {
   rmSync(archive, { force: true });
   if (!identical)
     throw new Error(`the restored server answers differently:\n${restoredAnswers[0]}\nvs\n${reference[0]}`);
+  if (vram.verifyFailures) throw new Error(`the restored weights are corrupted: ${JSON.stringify(vram)}`);
   return [
-    `| workload | weights | checkpoint (kubelet-shaped, while serving) | GPU stage | client: requests during | failed | longest request (pause seen) | connection kept | restore + start (new pod) | first answers after | outputs identical | restored connection |`,
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    `| ${workload} | ${gib} GiB | ${checkpointMs} ms | ${pre?.ms ?? "?"} ms | ${after.requests - before.requests} | ${after.failed - before.failed} | ${after.maxLatencyMs} ms | ${after.connects === before.connects ? "yes" : `no (${after.connects - before.connects} reconnects)`} | ${restoreMs} ms | ${firstAnswerMs} ms | ${identical ? "yes" : "NO"} | ${configured?.tcp ?? "?"} (${configured?.tcpReason ?? ""}) |`,
+    `| workload | weights | checkpoint (kubelet-shaped, while serving) | GPU stage | client: requests during | failed | longest request (pause seen) | connection kept | restore + start (new pod) | first answers after | outputs identical | VRAM verified after restore | restored connection |`,
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    `| ${workload} | ${gib} GiB | ${checkpointMs} ms | ${pre?.ms ?? "?"} ms | ${after.requests - before.requests} | ${after.failed - before.failed} | ${after.maxLatencyMs} ms | ${after.connects === before.connects ? "yes" : `no (${after.connects - before.connects} reconnects)`} | ${restoreMs} ms | ${firstAnswerMs} ms | ${identical ? "yes" : "NO"} | ${vram.verifyFailures === 0 ? "yes" : "NO"} | ${configured?.tcp ?? "?"} (${configured?.tcpReason ?? ""}) |`,
     "",
     `server up and first answers: ${loadMs} ms; client at the end: ${JSON.stringify(final)}`,
   ];
