@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { promisify } from "node:util";
 import { CGROUP_ROOT } from "../host/cgroup.js";
+import { detectNetworkLock } from "../host/criu.js";
 import { kernelConfigText } from "../host/kernel.js";
 import { driverVersionFile, readDriverVersionFile } from "../host/nvidia.js";
 import { describeExecError, NvidiaSmiProbe } from "../host/nvidia-smi.js";
@@ -153,6 +154,17 @@ async function criuChecks(o: DoctorOptions): Promise<CheckResult[]> {
       ),
     );
   }
+  // What `kybernate run --criu-network-lock auto` will choose: pod connections are dumped under this lock.
+  const lock = await detectNetworkLock(o.criu);
+  results.push(
+    check(
+      "CRIU network lock",
+      lock.method !== "skip",
+      `${lock.method}: ${lock.reason}`,
+      "build CRIU with libnftables (Debian's criu 4.2 is), or put iptables-restore on containerd's PATH",
+      false,
+    ),
+  );
   return results;
 }
 

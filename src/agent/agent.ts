@@ -9,13 +9,15 @@ import { NodePolicy } from "../checkpoint/policy.js";
 import { ContainerdTasks, DEFAULT_CONTAINERD_SOCKET } from "../containerd/tasks.js";
 import { Containers } from "../daemon/containers.js";
 import { Coordinator } from "../daemon/coordinator.js";
-import { hostView } from "../daemon/host-view.js";
+import { hostView, limitHost } from "../daemon/host-view.js";
 import { Journal } from "../daemon/journal.js";
+import { MemoryLimits } from "../daemon/memory-limits.js";
 import { PlanStore } from "../daemon/plan-store.js";
 import { HOOK_REPLY_MARGIN_MS } from "../daemon/protocol.js";
 import { assertNoLiveDaemon, closeDaemonServer, startDaemonServer } from "../daemon/server.js";
 import { GpuEngine } from "../gpu/engine.js";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
+import { detectNetworkLock } from "../host/criu.js";
 import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
 import { NriStub } from "../nri/stub.js";
 import type { CriuConfigOptions } from "../plugin/criu-config.js";
@@ -36,7 +38,10 @@ export interface AgentOptions {
   gpuBudgetMs: number;
   lockTimeoutMs: number;
   frozenGraceMs: number;
-  criuNetworkLock: CriuConfigOptions["networkLock"];
+  /** "auto": what CRIU and the PATH offer (host/criu.ts). */
+  criuNetworkLock: CriuConfigOptions["networkLock"] | "auto";
+  /** The CRIU binary, for the auto network lock. */
+  criu?: string;
   log: Logger;
   policy?: PolicyOptions;
 }
@@ -82,6 +87,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   const containers = new Containers();
   const tasks = new ContainerdTasks(options.containerdSocket ?? DEFAULT_CONTAINERD_SOCKET);
   const plans = new PlanStore(join(options.stateDir, "restore-plans"));
+  const limits = new MemoryLimits(join(options.stateDir, "memory-limits"), limitHost(), log);
+  await limits.open();
   const metrics = new KybernateMetrics();
   const policyOptions = options.policy ?? { admission: true, admissionHeadroomBytes: 1024 * 1024 * 1024 };
   const policy = new NodePolicy({
@@ -102,6 +109,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     journal,
     containers,
     plans,
+    limits,
     policy,
     metrics,
     engine: new GpuEngine({
@@ -121,19 +129,35 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   });
   await coordinator.recover();
   const server = await startDaemonServer(options.daemonSocket, coordinator, () => containers.status(), log);
+  let networkLock: CriuConfigOptions["networkLock"];
+  if (options.criuNetworkLock === "auto") {
+    const detected = await detectNetworkLock(options.criu ?? "criu");
+    networkLock = detected.method;
+    // Without a lock CRIU dumps connections while packets still reach them: worth a warning, not a refusal.
+    (detected.method === "skip" ? log.warn.bind(log) : log.info.bind(log))(
+      { networkLock: detected.method, reason: detected.reason },
+      "CRIU network lock",
+    );
+  } else {
+    networkLock = options.criuNetworkLock;
+    log.info(
+      { networkLock: networkLock || "criu's default (iptables)" },
+      "CRIU network lock (--criu-network-lock)",
+    );
+  }
   const handlers = kybernateHandlers({
     criu: {
       stateDir: join(options.stateDir, "containers"),
       hookPath: join(hooksDir, "kybernate-criu-hook"),
       node: process.execPath,
       daemonSocket: options.daemonSocket,
-      networkLock: options.criuNetworkLock,
+      networkLock,
       timeoutS: Math.ceil(options.gpuBudgetMs / 1000),
       hookTimeoutMs: options.gpuBudgetMs + HOOK_REPLY_MARGIN_MS,
     },
     ...(options.selector ? { selector: options.selector } : {}),
     log,
-    onManaged: (pod, container, reason) => {
+    onManaged: (pod, container, reason, tcp) => {
       containers.manage({
         id: container.id,
         name: container.name,
@@ -142,6 +166,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         restored: container.annotations.restored === "true",
         since: new Date().toISOString(),
         gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
+        ...(pod.ips.length ? { podIps: pod.ips } : {}),
+        ...(tcp ? { tcp } : {}),
       });
     },
     onRemoved: (id) => {
@@ -170,6 +196,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       await stub.stop();
       await closeDaemonServer(server);
       await coordinator.close();
+      limits.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       backend.close();
       tasks.close();

@@ -1,4 +1,4 @@
-import type { MemoryUse } from "../host/cgroup.js";
+import type { MemoryLevel } from "../host/cgroup.js";
 import type { ComputeApp } from "../host/nvidia-smi.js";
 
 const MiB = 1024 * 1024;
@@ -43,10 +43,37 @@ export function computeAppsEstimator(): VramEstimator {
   };
 }
 
-/** Room left under a memory limit: the staged VRAM becomes the process's own memory, charged to its cgroup. */
-export function cgroupRoom(memory: MemoryUse | undefined): { room: number; limit: number } | undefined {
-  if (memory?.limit === undefined) return undefined;
-  return { room: Math.max(0, memory.limit - memory.usage), limit: memory.limit };
+/** One memory limit file to raise for the GPU stage, and the text to write back afterwards. */
+export interface LimitRaise {
+  dir: string;
+  file: string;
+  from: string;
+  to: string;
+}
+
+/**
+ * The staged VRAM becomes the processes' own memory, charged to the container's memory cgroup and to every one
+ * above it (the kubelet's pod cgroup): each level whose room under its limits is below the staged bytes gets
+ * every limit file raised by them, outermost level first. Levels with room enough are left alone.
+ */
+export function limitRaises(
+  levels: readonly MemoryLevel[],
+  stagedBytes: number,
+  /** Memory still to come besides the staged bytes (a restore: what the container used at checkpoint). */
+  comingBytes = 0,
+): LimitRaise[] {
+  const raises: LimitRaise[] = [];
+  for (const level of [...levels].reverse()) {
+    const finite = level.limits.filter((l) => l.bytes !== undefined);
+    if (finite.length === 0) continue;
+    const room = Math.min(...finite.map((l) => (l.bytes ?? 0) - level.usage - comingBytes));
+    if (room >= stagedBytes) continue;
+    // The kernel keeps limits in pages: a value it would round is one kybernate could not recognise later.
+    const by = Math.ceil(stagedBytes / 4096) * 4096;
+    for (const l of finite)
+      raises.push({ dir: level.dir, file: l.file, from: l.text, to: String((l.bytes ?? 0) + by) });
+  }
+  return raises;
 }
 
 export interface AdmissionInput {
@@ -54,30 +81,27 @@ export interface AdmissionInput {
   estimate: VramEstimate;
   memAvailable: number;
   headroom: number;
-  cgroup?: { room: number; limit: number };
 }
 
 export type AdmissionVerdict = { ok: true; note?: string } | { ok: false; error: string };
 
 const mib = (bytes: number): string => `${Math.round(bytes / MiB)} MiB`;
 
-/** Whether host memory can take the staged VRAM: MemAvailable minus a headroom, and the container's limit. */
+/**
+ * Whether the node's memory can take the staged VRAM: MemAvailable minus a headroom. A container's (or its
+ * pod's) memory limit is no reason to refuse: kybernate raises it for the GPU stage (limitRaises).
+ */
 export function decideAdmission(input: AdmissionInput): AdmissionVerdict {
   const { estimate, memAvailable, headroom } = input;
   if (estimate.bytes === undefined)
     return {
       ok: true,
-      note: `VRAM to stage unknown (${estimate.source}); admitted without a check: give --vram-estimate-mib to check anyway`,
+      note: `VRAM to stage unknown (${estimate.source}); admitted without a check and no memory limit raised (a limit below the staged VRAM OOM-kills the container): give --vram-estimate-mib to check anyway`,
     };
   if (estimate.bytes + headroom > memAvailable)
     return {
       ok: false,
       error: `host-RAM admission refused the checkpoint of container ${input.containerId}: its GPU processes hold ${mib(estimate.bytes)} of VRAM (${estimate.source}) to stage in host memory, but MemAvailable is ${mib(memAvailable)} and kybernate keeps ${mib(headroom)} free (--admission-headroom-mib); the container keeps running untouched. Free host memory, move the pod to a node with more RAM, or lower the headroom`,
-    };
-  if (input.cgroup && estimate.bytes > input.cgroup.room)
-    return {
-      ok: false,
-      error: `host-RAM admission refused the checkpoint of container ${input.containerId}: its GPU processes hold ${mib(estimate.bytes)} of VRAM (${estimate.source}), which becomes host memory charged to the container, but only ${mib(input.cgroup.room)} is left under its memory limit of ${mib(input.cgroup.limit)}; the container keeps running untouched. Raise the container's memory limit by at least ${mib(estimate.bytes - input.cgroup.room)}`,
     };
   return { ok: true };
 }

@@ -1,4 +1,5 @@
 import { writeFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { FileRefused, readSmallRegularFile } from "../host/files.js";
 import type { ComputeApp, GpuInfo, GpuInventory } from "../host/nvidia-smi.js";
@@ -26,6 +27,26 @@ export interface CheckpointMetadata {
   processes: Array<{ pid: number; gpuUuids: string[]; vramBytes?: number }>;
   /** What the checkpoint moved to host memory, as the engine measured it. */
   vramBytesMoved?: number;
+  /** What admission expected to stage in host memory (a restore raises memory limits by it when unmeasured). */
+  stagedBytesEstimate?: number;
+  /** The container's memory cgroup usage before the staging: a restore brings it back on top of the staged bytes. */
+  memoryUsageBytes?: number;
+  /**
+   * Files of the pod's /dev/shm the processes map under a name since unlinked (glibc's sem_open maps a temporary
+   * file it renames): CRIU keeps them through link-remap links that live in the original pod's /dev/shm only
+   * while it dumps, so no restore can open them.
+   */
+  unrestorableShm?: string[];
+  /**
+   * The pod's IPs and the local addresses of the container's TCP sockets at checkpoint: a restore keeps the
+   * connections only in a pod that has those addresses (loopback is in every pod).
+   */
+  network?: {
+    tcp?: "established" | "close";
+    podIps: string[];
+    tcpEstablished: string[];
+    tcpListening: string[];
+  };
 }
 
 export function buildMetadata(input: {
@@ -39,6 +60,10 @@ export function buildMetadata(input: {
   /** The GPUs the processes held open, when known: the driver checkpoints each of them. */
   opened?: GpuInfo[];
   vramBytesMoved?: number;
+  stagedBytesEstimate?: number;
+  memoryUsageBytes?: number;
+  unrestorableShm?: string[];
+  network?: CheckpointMetadata["network"];
   now?: Date;
 }): CheckpointMetadata {
   const mine = input.apps.filter((a) => input.pids.includes(a.pid));
@@ -64,6 +89,10 @@ export function buildMetadata(input: {
       };
     }),
     ...(input.vramBytesMoved !== undefined ? { vramBytesMoved: input.vramBytesMoved } : {}),
+    ...(input.stagedBytesEstimate !== undefined ? { stagedBytesEstimate: input.stagedBytesEstimate } : {}),
+    ...(input.memoryUsageBytes !== undefined ? { memoryUsageBytes: input.memoryUsageBytes } : {}),
+    ...(input.unrestorableShm?.length ? { unrestorableShm: input.unrestorableShm } : {}),
+    ...(input.network ? { network: input.network } : {}),
   };
 }
 
@@ -125,6 +154,10 @@ const pid: Check = (v, f) =>
   typeof v === "number" && Number.isSafeInteger(v) && v > 0
     ? undefined
     : `field ${f} must be a process id (a whole number > 0)`;
+const address: Check = (v, f) =>
+  typeof v === "string" && isIP(v) !== 0 ? undefined : `field ${f} must be an IP address`;
+const tcpMode: Check = (v, f) =>
+  v === "established" || v === "close" ? undefined : `field ${f} must be established or close`;
 const schemaOne: Check = (v, f) =>
   v === 1 ? undefined : `field ${f} must be 1 (written by a newer kybernate? Upgrade kybernate on this node)`;
 
@@ -179,6 +212,18 @@ const metadataShape = object({
     ),
   },
   vramBytesMoved: { check: count, optional: true },
+  stagedBytesEstimate: { check: count, optional: true },
+  memoryUsageBytes: { check: count, optional: true },
+  unrestorableShm: { check: list(text), optional: true },
+  network: {
+    check: object({
+      tcp: { check: tcpMode, optional: true },
+      podIps: { check: list(address) },
+      tcpEstablished: { check: list(address) },
+      tcpListening: { check: list(address) },
+    }),
+    optional: true,
+  },
 });
 
 /** What is wrong with a parsed kybernate.json (its first problem), or undefined when it is schema 1. */

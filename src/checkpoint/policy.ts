@@ -1,13 +1,15 @@
 import type { Logger } from "../base/log.js";
 import type { OperationRecord } from "../gpu/engine.js";
-import type { MemoryUse } from "../host/cgroup.js";
+import type { MemoryLevel } from "../host/cgroup.js";
+import { tcpAddressesOf } from "../host/net.js";
 import type { ComputeApp, GpuInfo, GpuInventory, GpuProbe } from "../host/nvidia-smi.js";
-import { memAvailableBytes } from "../host/proc.js";
+import { deletedMappings, memAvailableBytes } from "../host/proc.js";
 import {
   type AdmissionVerdict,
-  cgroupRoom,
   computeAppsEstimator,
   decideAdmission,
+  type LimitRaise,
+  limitRaises,
   type VramEstimator,
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
@@ -22,10 +24,16 @@ export interface ContainerNames {
 export interface FreezeContext {
   containerId: string;
   pids: number[];
-  /** The container's memory cgroup (limit and usage), read when admission asks. */
-  memory: () => Promise<MemoryUse | undefined>;
+  /** The container's memory cgroup and those above it, read when admission asks. */
+  memoryLevels: () => Promise<MemoryLevel[]>;
   imageDir?: string;
   names?: ContainerNames;
+  /** The pod's IPs as NRI gave them (none: host network). */
+  podIps?: string[];
+  /** How CRIU dumps the container's established TCP connections. */
+  tcp?: "established" | "close";
+  /** Every process of the container (the CUDA ones and the rest: a launcher, a data loader). */
+  containerPids?: number[];
 }
 
 /** What was known of the GPUs while the processes still ran (VRAM per process reads 0 after a checkpoint). */
@@ -34,6 +42,8 @@ export interface GpuSnapshot {
   apps: ComputeApp[];
   /** The GPUs the processes hold open (what the driver checkpoints), when their fds could be read. */
   opened?: GpuInfo[];
+  /** What admission expected the checkpoint to stage in host memory, when it knew. */
+  stagedBytes?: number;
 }
 
 export interface RestoreContext {
@@ -48,8 +58,25 @@ export interface RestoreContext {
  * The rules of a checkpoint on this node, as the daemon's stages ask them: admission before the freeze,
  * metadata after it, and the compatibility plan at restore.
  */
+export interface Admission {
+  verdict: AdmissionVerdict;
+  snapshot: GpuSnapshot;
+  /** Memory limits to raise for the GPU stage (the container's and those above it). */
+  raises: LimitRaise[];
+}
+
 export interface CheckpointPolicy {
-  admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
+  admit(ctx: FreezeContext): Promise<Admission>;
+  /**
+   * A restore stages `bytes` again (CRIU restores them into host memory before the driver moves them back): the
+   * node's room for them, and the limits of the restored container's cgroups to raise.
+   */
+  admitRestore(
+    containerId: string,
+    bytes: number | undefined,
+    levels: () => Promise<MemoryLevel[]>,
+    usageBytes?: number,
+  ): Promise<{ verdict: AdmissionVerdict; raises: LimitRaise[] }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
   planRestore(ctx: RestoreContext): Promise<RestorePlan>;
@@ -72,31 +99,59 @@ export class NodePolicy implements CheckpointPolicy {
     this.estimator = options.estimator ?? computeAppsEstimator();
   }
 
-  async admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }> {
+  async admit(ctx: FreezeContext): Promise<Admission> {
     const [inventory, apps] = await Promise.all([
       this.options.probe.inventory(),
       this.options.probe.computeApps(),
     ]);
     const opened = await gpusOpenedBy(ctx.pids, inventory.gpus);
-    const snapshot = { inventory, apps, ...(opened ? { opened } : {}) };
-    if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, snapshot };
-    const [estimate, memAvailable, cgroup] = await Promise.all([
-      this.estimator(ctx.pids, apps),
-      (this.options.memAvailable ?? memAvailableBytes)(),
-      ctx.memory().then(cgroupRoom),
-    ]);
+    const [estimate, levels] = await Promise.all([this.estimator(ctx.pids, apps), ctx.memoryLevels()]);
+    const snapshot = {
+      inventory,
+      apps,
+      ...(opened ? { opened } : {}),
+      ...(estimate.bytes !== undefined ? { stagedBytes: estimate.bytes } : {}),
+    };
+    const raises = estimate.bytes !== undefined ? limitRaises(levels, estimate.bytes) : [];
+    if (!this.options.admission.enabled)
+      return { verdict: { ok: true, note: "admission off" }, snapshot, raises };
+    const memAvailable = await (this.options.memAvailable ?? memAvailableBytes)();
     const verdict = decideAdmission({
       containerId: ctx.containerId,
       estimate,
       memAvailable,
       headroom: this.options.admission.headroomBytes,
-      ...(cgroup ? { cgroup } : {}),
     });
     this.options.log.debug(
-      { containerId: ctx.containerId, ...ctx.names, estimate, memAvailable, cgroup, ok: verdict.ok },
+      { containerId: ctx.containerId, ...ctx.names, estimate, memAvailable, raises, ok: verdict.ok },
       "host-RAM admission",
     );
-    return { verdict, snapshot };
+    return { verdict, snapshot, raises };
+  }
+
+  async admitRestore(
+    containerId: string,
+    bytes: number | undefined,
+    levels: () => Promise<MemoryLevel[]>,
+    usageBytes = 0,
+  ): Promise<{ verdict: AdmissionVerdict; raises: LimitRaise[] }> {
+    if (bytes === undefined)
+      return { verdict: { ok: true, note: "the checkpoint does not say what it staged" }, raises: [] };
+    const raises = limitRaises(await levels(), bytes, usageBytes);
+    if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, raises };
+    const memAvailable = await (this.options.memAvailable ?? memAvailableBytes)();
+    const verdict = decideAdmission({
+      containerId,
+      estimate: { bytes, perPid: [], source: "the checkpoint's kybernate.json" },
+      memAvailable,
+      headroom: this.options.admission.headroomBytes,
+    });
+    return {
+      verdict: verdict.ok
+        ? verdict
+        : { ok: false, error: verdict.error.replace("the checkpoint of", "the restore of") },
+      raises,
+    };
   }
 
   async recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void> {
@@ -107,6 +162,22 @@ export class NodePolicy implements CheckpointPolicy {
       );
       return;
     }
+    const [first] = ctx.pids;
+    const tcp = first ? await tcpAddressesOf(first) : undefined;
+    // Read at pre-dump before the staging (admission's levels): what a restore brings back besides the VRAM.
+    const [own] = await ctx.memoryLevels().catch(() => []);
+    const shm = [
+      ...new Set(
+        (await Promise.all((ctx.containerPids ?? ctx.pids).map((pid) => deletedMappings(pid))))
+          .flat()
+          .filter((path) => path.startsWith("/dev/shm/")),
+      ),
+    ].sort();
+    if (shm.length)
+      this.options.log.warn(
+        { containerId: ctx.containerId, files: shm },
+        "this checkpoint cannot be restored: its processes map /dev/shm files under unlinked names (POSIX semaphores); a restore will be refused",
+      );
     const metadata = buildMetadata({
       version: this.options.version,
       containerId: ctx.containerId,
@@ -116,6 +187,19 @@ export class NodePolicy implements CheckpointPolicy {
       pids: ctx.pids,
       ...(snapshot.opened ? { opened: snapshot.opened } : {}),
       ...(record.vramBytes !== undefined ? { vramBytesMoved: record.vramBytes } : {}),
+      ...(snapshot.stagedBytes !== undefined ? { stagedBytesEstimate: snapshot.stagedBytes } : {}),
+      ...(own ? { memoryUsageBytes: own.usage } : {}),
+      ...(shm.length ? { unrestorableShm: shm } : {}),
+      ...(tcp
+        ? {
+            network: {
+              tcp: ctx.tcp ?? "established",
+              podIps: ctx.podIps ?? [],
+              tcpEstablished: tcp.established,
+              tcpListening: tcp.listening,
+            },
+          }
+        : {}),
     });
     try {
       const path = await writeMetadata(ctx.imageDir, metadata);
@@ -148,7 +232,26 @@ export class NodePolicy implements CheckpointPolicy {
     }
     const node = metadata ? await this.options.probe.inventory() : { gpus: [] };
     const container = resolveGpuRequest(ctx.gpuRequest, node.gpus);
-    const plan = planRestore(metadata, node, container);
+    const planned: RestorePlan = metadata?.unrestorableShm?.length
+      ? {
+          ok: false,
+          error: `refusing to restore: the checkpointed processes map files of their pod's /dev/shm under names since unlinked (${metadata.unrestorableShm.slice(0, 4).join(", ")}${metadata.unrestorableShm.length > 4 ? ", …" : ""}: POSIX semaphores from sem_open, e.g. Python multiprocessing's locks); CRIU kept them with link-remap links that existed only in the original pod's /dev/shm during the dump, so CRIU cannot open them in any restore`,
+        }
+      : planRestore(metadata, node, container);
+    const staged =
+      metadata?.vramBytesMoved ??
+      metadata?.stagedBytesEstimate ??
+      (metadata?.processes.some((p) => p.vramBytes !== undefined)
+        ? metadata.processes.reduce((s, p) => s + (p.vramBytes ?? 0), 0)
+        : undefined);
+    const plan =
+      planned.ok && staged !== undefined
+        ? {
+            ...planned,
+            stagedBytes: staged,
+            ...(metadata?.memoryUsageBytes !== undefined ? { usageBytes: metadata.memoryUsageBytes } : {}),
+          }
+        : planned;
     this.options.log.info(
       {
         containerId: ctx.containerId,

@@ -3,7 +3,17 @@ import type { GpuInventory } from "../host/nvidia-smi.js";
 import type { ResolvedGpus } from "./gpu-request.js";
 import type { CheckpointMetadata } from "./metadata.js";
 
-export type RestorePlan = { ok: true; deviceMap: DeviceMap; reason: string } | { ok: false; error: string };
+export type RestorePlan =
+  | {
+      ok: true;
+      deviceMap: DeviceMap;
+      reason: string;
+      /** What the checkpoint staged in host memory (CRIU restores it there first), when it says. */
+      stagedBytes?: number;
+      /** What the container's memory cgroup held before the staging (CRIU restores that too). */
+      usageBytes?: number;
+    }
+  | { ok: false; error: string };
 
 const driverMajor = (version: string | undefined): number | undefined => {
   const n = Number.parseInt(version ?? "", 10);

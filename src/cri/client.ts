@@ -99,6 +99,8 @@ export interface ContainerSpec {
   /** Relative to the pod's logDirectory; ignored by the runtime when the pod has none. */
   logPath?: string;
   privileged?: boolean;
+  /** The container's memory limit (the kubelet's resources.limits.memory). */
+  memoryLimitBytes?: number;
 }
 
 type Unary = (
@@ -246,10 +248,8 @@ export class CriClient {
         sandboxConfig: podConfig,
         config: {
           metadata: { name: spec.name, attempt: 0 },
-          image: {
-            image: spec.image,
-            ...(spec.userSpecifiedImage ? { userSpecifiedImage: spec.userSpecifiedImage } : {}),
-          },
+          // As the kubelet sends it; a restore's annotation checkpointImage names the archive from it.
+          image: { image: spec.image, userSpecifiedImage: spec.userSpecifiedImage ?? spec.image },
           command: spec.command ?? [],
           args: spec.args ?? [],
           workingDir: spec.workingDir ?? "",
@@ -273,6 +273,9 @@ export class CriClient {
           annotations: spec.annotations ?? {},
           logPath: spec.logPath ?? "",
           linux: {
+            ...(spec.memoryLimitBytes !== undefined
+              ? { resources: { memoryLimitInBytes: String(spec.memoryLimitBytes) } }
+              : {}),
             securityContext: {
               privileged: spec.privileged ?? false,
               namespaceOptions: podNamespaces(podConfig),

@@ -1,7 +1,7 @@
 import { access, realpath } from "node:fs/promises";
 import type { GpuBackend } from "../gpu/backend.js";
 import { discoverCudaProcesses } from "../gpu/discovery.js";
-import { ProcessCgroups } from "../host/cgroup.js";
+import { ProcessCgroups, processesOfCgroup, readMemoryLevel, writeMemoryLimit } from "../host/cgroup.js";
 import {
   identify,
   isSameProcess,
@@ -12,7 +12,20 @@ import {
   tracerOf,
 } from "../host/proc.js";
 import { readTail } from "../host/tail.js";
+import type { LimitHost } from "./memory-limits.js";
 import type { HostView } from "./stage-context.js";
+
+/** The memory cgroups as MemoryLimits writes them. */
+export function limitHost(): LimitHost {
+  return {
+    readLevel: (dir) => readMemoryLevel(dir),
+    writeLimit: (dir, file, text) => writeMemoryLimit(dir, file, text),
+    traced: async (dir) => {
+      const tracers = await Promise.all((await processesOfCgroup(dir)).map((pid) => tracerOf(pid)));
+      return tracers.some((t) => (t ?? 0) !== 0);
+    },
+  };
+}
 
 /** The real host: /proc, the container's cgroups (read once per stage) and the driver through `backend`. */
 export function hostView(backend: GpuBackend): HostView {
@@ -23,7 +36,7 @@ export function hostView(backend: GpuBackend): HostView {
         freezer: () => cgroups.freezer(),
         discover: (mode, deadline) =>
           discoverCudaProcesses({ cgroups, backend, mode, ...(deadline ? { deadline } : {}) }),
-        memory: () => cgroups.memory(),
+        memoryLevels: () => cgroups.memoryLevels(),
       };
     },
     identify: (pid) => identify(pid),

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Deadline } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
+import type { LimitRaise } from "../checkpoint/admission.js";
 import type { FreezeContext } from "../checkpoint/policy.js";
 import type { OperationRecord } from "../gpu/engine.js";
 import { ProcessState } from "../gpu/types.js";
@@ -44,6 +45,17 @@ const CALLER_POLL_MS = 50;
  * lost and the watcher resumes the task through containerd.
  */
 export async function preDump(
+  ctx: StageContext,
+  request: HookRequest,
+  deadline: Deadline,
+): Promise<PreDumpResult> {
+  const result = await preDumpStage(ctx, request, deadline);
+  // Staged VRAM left in host memory keeps its raised limits: the watcher settles them once it is back.
+  if (!result.watch?.entry.pids.length) await ctx.limits.settleContainer(request.containerId);
+  return result;
+}
+
+async function preDumpStage(
   ctx: StageContext,
   request: HookRequest,
   deadline: Deadline,
@@ -179,18 +191,24 @@ async function moveToHost(
       return { kind: "untouched", reply: { ok: true, data: { pids: [] } } };
     }
     const names = ctx.containers.names(request.containerId);
+    const levels = await container.memoryLevels();
     const context: FreezeContext = {
       containerId: request.containerId,
       pids,
-      memory: () => container.memory(),
+      memoryLevels: async () => levels,
       ...(request.imageDir ? { imageDir: request.imageDir } : {}),
       names,
+      podIps: ctx.containers.managed(request.containerId)?.podIps ?? [],
+      tcp: ctx.containers.managed(request.containerId)?.tcp ?? "established",
+      containerPids: found.candidates,
     };
     const admission = await ctx.policy.admit(context);
     if (!admission.verdict.ok) {
       ctx.metrics.result("checkpoint", "refused");
       return { kind: "untouched", reply: fail(ctx, request, admission.verdict.error) };
     }
+    const raised = await raiseLimits(ctx, request, levels[0]?.dir, admission.raises);
+    if (raised) return { kind: "untouched", reply: raised };
     entry = entryFor(request, pids, caller);
     await ctx.journal.record(entry);
     const record = await ctx.engine.checkpoint(pids, deadline);
@@ -225,6 +243,23 @@ async function moveToHost(
     }
     const stranded = await undo(ctx, entry);
     return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
+  }
+}
+
+/** The memory limits the staged VRAM needs, raised before the driver is touched; a reply when that failed. */
+async function raiseLimits(
+  ctx: StageContext,
+  request: HookRequest,
+  cgroup: string | undefined,
+  raises: LimitRaise[],
+): Promise<DaemonReply | undefined> {
+  if (!cgroup || raises.length === 0) return undefined;
+  try {
+    await ctx.limits.raise(cgroup, { containerId: request.containerId, stage: "checkpoint" }, raises);
+    return undefined;
+  } catch (error) {
+    ctx.metrics.result("checkpoint", "refused");
+    return fail(ctx, request, `${(error as Error).message}; the container keeps running untouched`);
   }
 }
 

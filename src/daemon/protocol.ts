@@ -55,6 +55,10 @@ export interface ManagedContainer {
   since: string;
   /** The GPUs its spec asks for (device nodes, NVIDIA_VISIBLE_DEVICES): a restore goes onto these. */
   gpuRequest?: GpuRequest;
+  /** Its pod's IPs (none for a host-network pod): a checkpoint records them beside its connections. */
+  podIps?: string[];
+  /** How its CRIU configuration has CRIU dump established TCP connections. */
+  tcp?: "established" | "close";
 }
 
 /** A GPU stage in flight. */

@@ -6,7 +6,10 @@ import type { FreezerControl, StageContext } from "./stage-context.js";
 
 /** At start: every operation the journal lists as unfinished gets a watcher that brings its processes back. */
 export async function recover(ctx: StageContext, watchers: ResumeWatchers): Promise<void> {
-  for (const entry of await ctx.journal.pending()) {
+  const pending = await ctx.journal.pending();
+  // Limits a crash left raised go back now, but not under GPU state a watcher below has yet to bring back.
+  await ctx.limits.recover(new Set(pending.map((e) => e.containerId)));
+  for (const entry of pending) {
     ctx.log.warn({ entry }, "unfinished GPU operation found in the journal; repairing");
     // The container cannot be busy this early; the slot is taken so no checkpoint starts under the repair.
     ctx.containers.begin(entry.containerId, "repair");
@@ -55,6 +58,7 @@ export async function repairStranded(
         if (record.ok) {
           ctx.metrics.repaired("recovery", stranded.length);
           await ctx.plans.remove(containerId).catch(() => undefined);
+          await ctx.limits.settleContainer(containerId);
         }
         ctx.containers.finished(containerId, "repair", {
           ok: record.ok,

@@ -7,7 +7,7 @@ import { bringBack } from "./bring-back.js";
 import type { JournalEntry } from "./journal.js";
 import type { DaemonReply, HookRequest } from "./protocol.js";
 import { describeFailure, fail, stageLog } from "./report.js";
-import type { StageContext } from "./stage-context.js";
+import type { ContainerOnHost, StageContext } from "./stage-context.js";
 
 /**
  * Before CRIU creates any process: a checkpoint this node cannot restore (another GPU model, too few GPUs,
@@ -21,6 +21,11 @@ export async function preRestore(ctx: StageContext, request: HookRequest): Promi
   if (plan && !plan.ok) {
     ctx.metrics.result("restore", "refused");
     return fail(ctx, request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
+  }
+  const refused = await raiseLimitsForRestore(ctx, request, plan);
+  if (refused) {
+    ctx.metrics.result("restore", "refused");
+    return fail(ctx, request, `${refused}; nothing was restored (the checkpoint archive is unchanged)`);
   }
   ctx.containers.keepPlan(request.containerId, plan);
   if (plan?.deviceMap.length)
@@ -78,12 +83,49 @@ export async function postResume(
   const record = await bringBack(ctx, pids, { log, deviceMap, deadline });
   await ctx.journal.complete(entry.id);
   if (record.ok) await ctx.plans.remove(request.containerId).catch(() => undefined);
+  // The VRAM is back on the GPU: what pre-restore raised can go back (a failed restore keeps it staged).
+  if (record.ok) await ctx.limits.settleContainer(request.containerId);
   ctx.metrics.record(record);
   ctx.metrics.result("restore", record.ok ? "success" : "failure");
   if (!record.ok) return fail(ctx, request, describeFailure(record), record);
   ctx.containers.finished(request.containerId, "restore", { ok: true, record });
   log.info({ pids, ms: record.totalMs, phasesMs: record.phasesMs }, "GPU state restored");
   return { ok: true, data: { pids } };
+}
+
+/**
+ * CRIU restores the staged VRAM into host memory, charged to the restored container's cgroups (runc has put
+ * CRIU itself there): the node must have the room, and limits below it are raised until post-resume has moved
+ * it back. The refusal, or undefined.
+ */
+async function raiseLimitsForRestore(
+  ctx: StageContext,
+  request: HookRequest,
+  plan: RestorePlan | undefined,
+): Promise<string | undefined> {
+  const stagedBytes = plan?.ok ? plan.stagedBytes : undefined;
+  if (stagedBytes === undefined || !request.criuPid) return undefined;
+  let levels: Awaited<ReturnType<ContainerOnHost["memoryLevels"]>>;
+  try {
+    levels = await (await ctx.host.container(request.criuPid)).memoryLevels();
+  } catch {
+    return undefined;
+  }
+  const { verdict, raises } = await ctx.policy.admitRestore(
+    request.containerId,
+    stagedBytes,
+    async () => levels,
+    plan?.ok ? plan.usageBytes : undefined,
+  );
+  if (!verdict.ok) return verdict.error;
+  const cgroup = levels[0]?.dir;
+  if (!cgroup || raises.length === 0) return undefined;
+  try {
+    await ctx.limits.raise(cgroup, { containerId: request.containerId, stage: "restore" }, raises);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /** The compatibility plan; no plan (metadata unreadable) means "restore onto the same GPUs". */

@@ -30,6 +30,11 @@ export class ResumeWatchers {
     const { containerId } = watch.entry;
     const watcher = this.awaitResumeAndThaw(watch)
       .catch((error) => this.ctx.log.error({ err: error, containerId }, "resume watcher failed"))
+      // The GPU state is back (or the container gone): the limits raised for its stage can go back too.
+      .then(async () => {
+        await this.ctx.limits.settleContainer(containerId);
+      })
+      .catch((error) => this.ctx.log.error({ err: error, containerId }, "memory limits not settled"))
       .finally(() => {
         this.ctx.containers.end(containerId);
         this.running.delete(watcher);

@@ -5,10 +5,11 @@ import type { CheckpointPolicy } from "../checkpoint/policy.js";
 import type { TaskRef } from "../containerd/tasks.js";
 import type { Discovery } from "../gpu/discovery.js";
 import type { GpuEngine } from "../gpu/engine.js";
-import type { MemoryUse } from "../host/cgroup.js";
+import type { MemoryLevel } from "../host/cgroup.js";
 import type { ProcessIdentity } from "../host/proc.js";
 import type { Containers } from "./containers.js";
 import type { Journal } from "./journal.js";
+import type { MemoryLimits } from "./memory-limits.js";
 import type { PlanStore } from "./plan-store.js";
 
 /** A cgroup freezer as the stages use it (host/freezer.ts in production). */
@@ -26,7 +27,8 @@ export interface ContainerOnHost {
   freezer(): FreezerControl;
   /** held: processes holding an NVIDIA device (to checkpoint); any: every CUDA process (to restore). */
   discover(mode: "held" | "any", deadline?: Deadline): Promise<Discovery>;
-  memory(): Promise<MemoryUse | undefined>;
+  /** Its memory cgroup and each one above it (the pod's), innermost first. */
+  memoryLevels(): Promise<MemoryLevel[]>;
 }
 
 /** The host as the stages see it, behind one seam so that each stage runs over fakes in unit tests. */
@@ -72,6 +74,8 @@ export interface StageContext {
   journal: Journal;
   containers: Containers;
   plans: PlanStore;
+  /** Memory limits raised for GPU stages, journalled, put back once the staged memory is gone. */
+  limits: MemoryLimits;
   policy: CheckpointPolicy;
   metrics: StageMetrics;
   engine: GpuEngine;

@@ -1,8 +1,8 @@
 // Where a container's processes sit in the cgroup hierarchies, read once from /proc/PID/cgroup: the directory
 // that lists its processes, its freezer and its memory controller.
 import { existsSync } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { Freezer } from "./freezer.js";
 import { type CgroupEntry, PROC_ROOT, readCgroups } from "./proc.js";
 
@@ -114,6 +114,28 @@ export class ProcessCgroups {
     );
   }
 
+  /**
+   * The process's memory cgroup and each one above it, up to (not including) the hierarchy's root: the staged
+   * VRAM is charged to all of them, so each limit on the way counts (the kubelet's pod cgroup included).
+   */
+  async memoryLevels(): Promise<MemoryLevel[]> {
+    const v2 = this.v2();
+    const v1 = this.v1("memory");
+    const [base, path] =
+      v2 && v2.path !== "/" && existsSync(join(this.root, v2.path, "memory.max"))
+        ? [this.root, v2.path]
+        : v1 && v1.path !== "/"
+          ? [join(this.root, "memory"), v1.path]
+          : [undefined, undefined];
+    if (!base || !path) return [];
+    const levels: MemoryLevel[] = [];
+    for (let rel = path; rel !== "/" && rel !== "" && rel !== "."; rel = dirname(rel)) {
+      const level = await readMemoryLevel(join(base, rel));
+      if (level) levels.push(level);
+    }
+    return levels;
+  }
+
   /** The memory controller's limit and usage; undefined when the process has no memory cgroup of its own. */
   async memory(): Promise<MemoryUse | undefined> {
     const candidates: Array<[string, string, string]> = [];
@@ -134,4 +156,67 @@ export class ProcessCgroups {
     }
     return unlimited;
   }
+}
+
+/** One memory limit file of a cgroup and its value; `bytes` undefined when it is unlimited. */
+export interface MemoryLimitFile {
+  file: string;
+  text: string;
+  bytes?: number;
+}
+
+/**
+ * One memory cgroup on the way from a container to the root: what is charged to it, what of that the kernel
+ * cannot reclaim (anonymous and shared memory: lowering a v2 memory.max below it OOM-kills), and its limits.
+ */
+export interface MemoryLevel {
+  dir: string;
+  version: 1 | 2;
+  usage: number;
+  unreclaimable: number;
+  limits: MemoryLimitFile[];
+}
+
+// Raised in this order (v1 refuses a memory limit above memsw), lowered in the reverse one.
+const V2_LIMITS = ["memory.max", "memory.high"];
+const V1_LIMITS = ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"];
+
+/** The memory cgroup at `dir` (v1 or v2, by its files), or undefined when it is gone. */
+export async function readMemoryLevel(dir: string): Promise<MemoryLevel | undefined> {
+  const read = (file: string) =>
+    readFile(join(dir, file), "utf8").then(
+      (t) => t.trim(),
+      () => undefined,
+    );
+  const v2 = existsSync(join(dir, "memory.max"));
+  const usageText = await read(v2 ? "memory.current" : "memory.usage_in_bytes");
+  if (usageText === undefined) return undefined;
+  const usage = Number(usageText);
+  const stat = new Map(
+    ((await read("memory.stat")) ?? "").split("\n").map((line) => {
+      const [key = "", value = "0"] = line.split(" ");
+      return [key, Number(value)] as const;
+    }),
+  );
+  const reclaimable = v2
+    ? (stat.get("file") ?? 0) - (stat.get("shmem") ?? 0)
+    : (stat.get("total_cache") ?? stat.get("cache") ?? 0) -
+      (stat.get("total_shmem") ?? stat.get("shmem") ?? 0);
+  const limits: MemoryLimitFile[] = [];
+  for (const file of v2 ? V2_LIMITS : V1_LIMITS) {
+    const text = await read(file);
+    if (text === undefined) continue;
+    const bytes = Number(text);
+    // v2 says "max"; v1 says a number near 2^63 for "unlimited".
+    limits.push(
+      text !== "max" && Number.isFinite(bytes) && bytes < 2 ** 62 ? { file, text, bytes } : { file, text },
+    );
+  }
+  return { dir, version: v2 ? 2 : 1, usage, unreclaimable: Math.max(0, usage - reclaimable), limits };
+}
+
+export async function writeMemoryLimit(dir: string, file: string, text: string): Promise<void> {
+  if (!dir.startsWith(`${CGROUP_ROOT}/`) || !/^memory\.[a-z_.]+$/.test(file))
+    throw new Error(`not a memory limit of a cgroup: ${join(dir, file)}`);
+  await writeFile(join(dir, file), text);
 }

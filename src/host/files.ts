@@ -30,6 +30,8 @@ function kindOf(s: Stats): string {
 function refusedByOs(path: string, error: NodeJS.ErrnoException): FileRefused {
   if (error.code === "ENOENT" || error.code === "ENOTDIR")
     return new FileRefused(path, "missing", `${path} does not exist`);
+  // A /proc/PID/fd/N path whose process is exiting: what it led to is gone with it (seen probing runc's fds).
+  if (error.code === "ESRCH") return new FileRefused(path, "missing", `${path} is gone with its process`);
   if (error.code === "ELOOP")
     return new FileRefused(path, "link", `${path} is a symbolic link, which kybernate does not follow here`);
   return new FileRefused(path, "unreadable", `${path} cannot be read (${error.code ?? error.message})`);

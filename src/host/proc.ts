@@ -150,6 +150,15 @@ export async function mappedFiles(pid: number, root = PROC_ROOT): Promise<string
   });
 }
 
+/** The mapped files whose mapping path has been unlinked (/proc/PID/maps says " (deleted)"). */
+export async function deletedMappings(pid: number, root = PROC_ROOT): Promise<string[]> {
+  const maps = await readFile(procFile(pid, "maps", root), "utf8").catch(() => "");
+  return maps.split("\n").flatMap((line) => {
+    const i = line.indexOf(" /");
+    return i >= 0 && line.endsWith(" (deleted)") ? [line.slice(i + 1, -" (deleted)".length)] : [];
+  });
+}
+
 /** /proc/meminfo's MemAvailable, in bytes. */
 export async function memAvailableBytes(root = PROC_ROOT): Promise<number> {
   const path = join(root, "meminfo");

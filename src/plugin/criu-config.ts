@@ -1,6 +1,7 @@
 import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { containerIdProblem } from "../base/container-id.js";
+import type { TcpMode } from "./tcp-choice.js";
 
 export interface CriuConfigOptions {
   /** Directory holding one subdirectory per GPU container (config + action-script wrapper). */
@@ -11,7 +12,7 @@ export interface CriuConfigOptions {
   node: string;
   /** The daemon's unix socket the hook talks to. */
   daemonSocket: string;
-  /** CRIU's network-lock method; "" leaves CRIU's default (iptables, which failed on the H200). */
+  /** CRIU's network-lock method (detected at start by default); "" leaves CRIU's default (iptables). */
   networkLock: "" | "iptables" | "nftables" | "skip";
   /** CRIU's task-collection timeout, in seconds. */
   timeoutS: number;
@@ -36,7 +37,11 @@ export function criuFilesFor(stateDir: string, containerId: string): ContainerCr
  * The CRIU configuration runc hands CRIU for this container (OCI annotation org.criu.config). CRIU runs the
  * action script at each stage; the wrapper names the container, so the hook needs no lookup on the hot path.
  */
-export function renderCriuConfig(files: ContainerCriuFiles, options: CriuConfigOptions): string {
+export function renderCriuConfig(
+  files: ContainerCriuFiles,
+  options: CriuConfigOptions,
+  tcp: TcpMode = "established",
+): string {
   const lines = [
     "# written by kybernate for one container; removed with the container",
     `action-script ${files.actionScript}`,
@@ -47,6 +52,10 @@ export function renderCriuConfig(files: ContainerCriuFiles, options: CriuConfigO
     // CUDA programs keep unlinked files (POSIX semaphores in /dev/shm, JIT caches) open.
     "link-remap",
     `timeout ${Math.max(10, Math.ceil(options.timeoutS))}`,
+    // Without one of these CRIU refuses a container holding an established TCP connection. Established:
+    // dumped with their state (a leave-running checkpoint keeps them working); close: not dumped, restored
+    // closed (the application reads end-of-stream on them).
+    tcp === "close" ? "tcp-close" : "tcp-established",
   ];
   if (options.networkLock) lines.push(`network-lock ${options.networkLock}`);
   return `${lines.join("\n")}\n`;
@@ -64,10 +73,11 @@ export function renderActionScript(containerId: string, options: CriuConfigOptio
 export async function writeCriuFiles(
   containerId: string,
   options: CriuConfigOptions,
+  tcp: TcpMode = "established",
 ): Promise<ContainerCriuFiles> {
   const files = criuFilesFor(options.stateDir, containerId);
   await mkdir(files.dir, { recursive: true, mode: 0o700 });
-  await writeFile(files.config, renderCriuConfig(files, options), { mode: 0o600 });
+  await writeFile(files.config, renderCriuConfig(files, options, tcp), { mode: 0o600 });
   await writeFile(files.actionScript, renderActionScript(containerId, options), { mode: 0o700 });
   return files;
 }

@@ -11,6 +11,7 @@ import {
 } from "./criu-config.js";
 import { classifyContainer } from "./gpu-container.js";
 import type { Selector } from "./selector.js";
+import { type CheckpointNetwork, type TcpMode, tcpChoice } from "./tcp-choice.js";
 
 export const VERSION_ANNOTATION = "kybernate.io/version";
 /** runc hands CRIU the file this OCI annotation names, for dump and for restore. */
@@ -22,10 +23,12 @@ export interface PluginOptions {
   selector?: Selector;
   log: Logger;
   /** Told of each container kybernate takes care of (for `kybernate ps`). */
-  onManaged?(pod: PodSandbox, container: Container, reason: string): void;
+  onManaged?(pod: PodSandbox, container: Container, reason: string, tcp?: TcpMode): void;
   onRemoved?(containerId: string): void;
   /** After each (re)synchronize: the GPU containers that still exist, with their init pids. */
   onSynchronized?(gpuContainers: Container[]): void;
+  /** A restored container's checkpoint addresses (tests replace the archive reader). */
+  readCheckpointNetwork?(container: Container): Promise<CheckpointNetwork | undefined>;
 }
 
 /**
@@ -55,7 +58,8 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
         );
         return undefined;
       }
-      const files = await writeCriuFiles(container.id, options.criu);
+      const tcp = await tcpChoice(pod, container, options.readCheckpointNetwork);
+      const files = await writeCriuFiles(container.id, options.criu, tcp.mode);
       if (ctx.signal.aborted) {
         // The stub already answered "no adjustment": this container runs without the hook, so it is not ours.
         await removeCriuFiles(options.criu.stateDir, container.id);
@@ -72,10 +76,14 @@ export function kybernateHandlers(options: PluginOptions): NriHandlers {
           id: container.id,
           reason,
           restored: container.annotations.restored === "true",
+          tcp: tcp.mode,
+          tcpReason: tcp.reason,
+          ...(tcp.warning ? { tcpWarning: tcp.warning } : {}),
+          networkLock: options.criu.networkLock || "criu's default",
         },
         "GPU container: CRIU hook configured",
       );
-      options.onManaged?.(pod, container, reason);
+      options.onManaged?.(pod, container, reason, tcp.mode);
       return { annotations: { [VERSION_ANNOTATION]: version, [CRIU_CONFIG_ANNOTATION]: files.config } };
     },
     /**

@@ -25,7 +25,10 @@ test("a well-equipped node passes every required check", async () => {
     writeFileSync(join(dir, "kconfig"), "CONFIG_CHECKPOINT_RESTORE=y\n");
     writeFileSync(join(dir, "config.toml"), "version = 3\n");
     const results = await runDoctor({
-      criu: script("criu", '[ "$1" = check ] && echo "Looks good." || echo "Version: 4.2.1"'),
+      criu: script(
+        "criu",
+        '[ "$1" = check ] && { [ "$3" = network_lock_nftables ] && echo "network_lock_nftables is supported" || echo "Looks good."; } || echo "Version: 4.2.1"',
+      ),
       runc: script("runc", "echo runc version 1.3.6"),
       containerd: script("containerd", "echo containerd github.com/containerd/containerd/v2 v2.1.9 abc"),
       nvidiaSmi: script("nvidia-smi", "echo '0, GPU-a, NVIDIA H200, 143771, 580.159.04, Enabled'"),

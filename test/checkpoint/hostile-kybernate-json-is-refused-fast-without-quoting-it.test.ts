@@ -120,6 +120,15 @@ const cases: Array<{ name: string; make: (path: string) => void; error: RegExp; 
     error: /field processes is missing/,
   },
   {
+    name: "a connection address that is none",
+    make: (p) =>
+      writeFileSync(
+        p,
+        JSON.stringify({ ...good(), network: { podIps: [], tcpEstablished: [SECRET], tcpListening: [] } }),
+      ),
+    error: /field network\.tcpEstablished\[0\] must be an IP address/,
+  },
+  {
     name: "a newer schema",
     make: (p) => writeFileSync(p, JSON.stringify({ ...good(), schema: 2 })),
     error: /field schema must be 1 \(written by a newer kybernate\? Upgrade kybernate on this node\)/,
@@ -181,7 +190,13 @@ describe("kybernate.json from a checkpoint archive is untrusted", () => {
     const dir = imageDir((p) => writeFileSync(p, JSON.stringify(good(), null, 2)));
     assert.deepEqual(await readMetadata(dir), good());
     const plan = await policy.planRestore({ containerId: "c1", imageDir: dir });
-    assert.deepEqual(plan, { ok: true, deviceMap: [], reason: "same GPUs as at checkpoint" });
+    // What it staged comes along: a restore raises memory limits below it.
+    assert.deepEqual(plan, {
+      ok: true,
+      deviceMap: [],
+      reason: "same GPUs as at checkpoint",
+      stagedBytes: 1 << 30,
+    });
   });
 
   test("readSmallRegularFile reads a small regular file whole", async () => {

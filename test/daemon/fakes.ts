@@ -8,12 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Deadline } from "../../src/base/deadline.js";
 import { silentLogger } from "../../src/base/log.js";
+import { limitRaises } from "../../src/checkpoint/admission.js";
 import type { StageMetrics } from "../../src/checkpoint/metrics.js";
-import type { CheckpointPolicy } from "../../src/checkpoint/policy.js";
+import type { Admission, CheckpointPolicy, FreezeContext } from "../../src/checkpoint/policy.js";
 import type { RestorePlan } from "../../src/checkpoint/restore-plan.js";
 import type { TaskRef } from "../../src/containerd/tasks.js";
 import { Containers } from "../../src/daemon/containers.js";
 import { Journal, type JournalEntry } from "../../src/daemon/journal.js";
+import { type LimitHost, MemoryLimits } from "../../src/daemon/memory-limits.js";
 import { PlanStore } from "../../src/daemon/plan-store.js";
 import type { HookRequest } from "../../src/daemon/protocol.js";
 import type {
@@ -26,6 +28,7 @@ import type {
 import { type CallOptions, callDeadline, type GpuBackend, withinDeadline } from "../../src/gpu/backend.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { type DeviceMap, GpuError, type GpuOp, ProcessState } from "../../src/gpu/types.js";
+import type { MemoryLevel } from "../../src/host/cgroup.js";
 
 /**
  * How one driver call misbehaves: fails (CUDA_ERROR_UNKNOWN), takes `ms`, never answers, or holds the event
@@ -167,6 +170,63 @@ export interface FakeContainer {
   initPid: number;
   cudaPids: number[];
   freezer: FakeFreezer;
+  /** Its memory cgroup and the pod's (innermost first), as FakeCgroups holds them. */
+  memoryDirs: string[];
+}
+
+/**
+ * Memory cgroups: each dir's limit files, usage and unreclaimable part; writes are recorded, and a write can be
+ * made to fail (EBUSY, as v1 answers a limit below what it cannot reclaim).
+ */
+export class FakeCgroups implements LimitHost {
+  readonly levels = new Map<string, MemoryLevel>();
+  readonly writes: string[] = [];
+  readonly traces = new Set<string>();
+  failWrite?: (dir: string, file: string, text: string) => boolean;
+
+  /** A v2 cgroup with memory.max `limit` (undefined: "max") holding `usage` bytes, all unreclaimable. */
+  add(dir: string, limit: number | undefined, usage: number): MemoryLevel {
+    const level: MemoryLevel = {
+      dir,
+      version: 2,
+      usage,
+      unreclaimable: usage,
+      limits: [
+        limit === undefined
+          ? { file: "memory.max", text: "max" }
+          : { file: "memory.max", text: String(limit), bytes: limit },
+      ],
+    };
+    this.levels.set(dir, level);
+    return level;
+  }
+  limit(dir: string): string | undefined {
+    return this.levels.get(dir)?.limits[0]?.text;
+  }
+  use(dir: string, bytes: number): void {
+    const level = this.levels.get(dir);
+    if (level) {
+      level.usage = bytes;
+      level.unreclaimable = bytes;
+    }
+  }
+  async readLevel(dir: string): Promise<MemoryLevel | undefined> {
+    const level = this.levels.get(dir);
+    return level ? structuredClone(level) : undefined;
+  }
+  async writeLimit(dir: string, file: string, text: string): Promise<void> {
+    if (this.failWrite?.(dir, file, text)) throw new Error(`write ${dir}/${file}: Device or resource busy`);
+    const level = this.levels.get(dir);
+    const l = level?.limits.find((x) => x.file === file);
+    if (!l) throw new Error(`write ${dir}/${file}: No such file or directory`);
+    l.text = text;
+    if (text === "max") delete l.bytes;
+    else l.bytes = Number(text);
+    this.writes.push(`${dir}/${file}=${text}`);
+  }
+  async traced(dir: string): Promise<boolean> {
+    return this.traces.has(dir);
+  }
 }
 
 export class FakeHost implements HostView {
@@ -179,11 +239,14 @@ export class FakeHost implements HostView {
   /** Paths that exist (CRIU's image directory, as containerd keeps it until it has stored the images). */
   readonly paths = new Set<string>();
 
-  constructor(private readonly driver: FakeDriver) {}
+  constructor(
+    private readonly driver: FakeDriver,
+    readonly cgroups: FakeCgroups = new FakeCgroups(),
+  ) {}
 
   /** A running GPU container whose processes are RUNNING on the fake driver. */
-  addContainer(initPid: number, cudaPids: number[]): FakeContainer {
-    const c: FakeContainer = { initPid, cudaPids, freezer: new FakeFreezer() };
+  addContainer(initPid: number, cudaPids: number[], memoryDirs: string[] = []): FakeContainer {
+    const c: FakeContainer = { initPid, cudaPids, freezer: new FakeFreezer(), memoryDirs };
     this.containers.set(initPid, c);
     for (const pid of [initPid, ...cudaPids]) this.processes.set(pid, { startTime: "1", tracer: 0 });
     for (const pid of cudaPids) this.driver.states.set(pid, ProcessState.RUNNING);
@@ -206,7 +269,14 @@ export class FakeHost implements HostView {
         }
         return { candidates: [initPid, ...c.cudaPids], cuda, skipped: [] };
       },
-      memory: async () => undefined,
+      memoryLevels: async () => {
+        const levels: MemoryLevel[] = [];
+        for (const dir of c.memoryDirs) {
+          const level = await this.cgroups.readLevel(dir);
+          if (level) levels.push(level);
+        }
+        return levels;
+      },
     };
   }
   async identify(pid: number) {
@@ -298,11 +368,29 @@ export class FakePolicy implements CheckpointPolicy {
   refuse?: string;
   plan?: RestorePlan;
   failRecord = false;
-  async admit() {
+  /** What admission expects a checkpoint (or restore) to stage; undefined: unknown. */
+  stagedBytes?: number;
+  /** Refuses a restore's staging, as the node's admission does without room. */
+  refuseRestore?: string;
+  async admit(ctx: FreezeContext): Promise<Admission> {
     const snapshot = { inventory: { gpus: [] }, apps: [] };
+    const raises =
+      this.stagedBytes === undefined ? [] : limitRaises(await ctx.memoryLevels(), this.stagedBytes);
     return this.refuse
-      ? { verdict: { ok: false as const, error: this.refuse }, snapshot }
-      : { verdict: { ok: true as const }, snapshot };
+      ? { verdict: { ok: false as const, error: this.refuse }, snapshot, raises: [] }
+      : { verdict: { ok: true as const }, snapshot, raises };
+  }
+  async admitRestore(
+    _id: string,
+    bytes: number | undefined,
+    levels: () => Promise<MemoryLevel[]>,
+    usage = 0,
+  ) {
+    if (this.refuseRestore) return { verdict: { ok: false as const, error: this.refuseRestore }, raises: [] };
+    return {
+      verdict: { ok: true as const },
+      raises: bytes === undefined ? [] : limitRaises(await levels(), bytes, usage),
+    };
   }
   async recordCheckpoint(): Promise<void> {
     if (this.failRecord) throw new Error("metadata writer broke");
@@ -322,6 +410,8 @@ export interface Rig {
   stateDir: string;
   /** The journal's entries on disk. */
   journalEntries(): JournalEntry[];
+  /** The memory-limit records on disk. */
+  limitRecords(): string[];
   cleanup(): void;
 }
 
@@ -335,11 +425,17 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
   const runtime = new FakeRuntime();
   const journal = new Journal(join(stateDir, "journal"));
   await journal.open();
+  const limits = new MemoryLimits(join(stateDir, "memory-limits"), host.cgroups, silentLogger, {
+    retryMs: 10,
+    marginBytes: 0,
+  });
+  await limits.open();
   const ctx: StageContext = {
     log: silentLogger,
     journal,
     containers: new Containers(),
     plans: new PlanStore(join(stateDir, "plans")),
+    limits,
     policy,
     metrics,
     engine: new GpuEngine({
@@ -366,7 +462,11 @@ export async function rig(timing: Partial<StageContext["timing"]> = {}): Promise
       readdirSync(join(stateDir, "journal"))
         .filter((n) => n.endsWith(".json"))
         .map((n) => JSON.parse(readFileSync(join(stateDir, "journal", n), "utf8")) as JournalEntry),
-    cleanup: () => rmSync(stateDir, { recursive: true, force: true }),
+    cleanup: () => {
+      limits.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+    limitRecords: () => readdirSync(join(stateDir, "memory-limits")).filter((n) => n.endsWith(".json")),
   };
 }
 

@@ -32,6 +32,11 @@ if [[ -n $bin_dir ]]; then
   put_bin() { cmp -s "$1" "$2" 2>/dev/null || { cp -f "$1" "$2" && chmod +x "$2"; }; }
   for b in containerd containerd-shim-runc-v2 ctr runc criu; do put_bin "$bin_dir/$b" "$prefix/bin/$b"; done
   for b in docker-registry busybox; do put_bin "$extra_dir/$b" "$prefix/bin/$b"; done
+  # The pod network's CNI plugins (make-gpu-bundle.sh puts them in extra/cni), where pod-network.sh looks.
+  if [[ -d $extra_dir/cni ]]; then
+    mkdir -p "$prefix/libexec/cni"
+    for p in "$extra_dir"/cni/*; do put_bin "$p" "$prefix/libexec/cni/$(basename "$p")"; done
+  fi
   put_bin "$prefix/bin/criu" "$prefix/bin/checkpointctl" # only named in env.json; the e2e never runs it
   v() { "$prefix/bin/$1" --version 2>&1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1; }
   printf '{"prefix": "%s", "versions": {"containerd": "%s", "runc": "%s", "criu": "%s", "checkpointctl": "none", "registry": "given"}}\n' \
@@ -40,4 +45,5 @@ if [[ -n $bin_dir ]]; then
   export PATH="$bin_dir:$PATH"
 fi
 bash test/node/up.sh
-exec node dist/test/e2e/gpu-e2e.js "$@"
+# test/e2e/pod-e2e.sh runs its own driver on the same node.
+exec node "${KYBERNATE_E2E_DRIVER:-dist/test/e2e/gpu-e2e.js}" "$@"

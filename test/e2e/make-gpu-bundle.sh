@@ -19,6 +19,9 @@ trap 'rm -rf "$work"' EXIT
 xz -dc "$in" | tar -C "$work" -xf -
 mkdir -p "$work/opt/kyb/extra" "$work/prod"
 cp .testnode/prefix/bin/docker-registry .testnode/prefix/bin/busybox "$work/opt/kyb/extra/"
+# The pod network (test/node/pod-network.sh): bridge, host-local, loopback.
+mkdir -p "$work/opt/kyb/extra/cni"
+cp .testnode/prefix/libexec/cni/bridge .testnode/prefix/libexec/cni/host-local .testnode/prefix/libexec/cni/loopback "$work/opt/kyb/extra/cni/"
 cp package.json package-lock.json "$work/prod/"
 (cd "$work/prod" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null)
 mv "$work/prod/node_modules" "$work/opt/kyb/node_modules"

@@ -19,6 +19,14 @@ const f = new GpuNode();
 before(() => f.setUp());
 after(() => f.tearDown());
 
+/**
+ * The host-network case (the pod-network one is pod-network-connections-across-a-checkpoint.test.ts). It also has
+ * to be: the non-GPU container beside the GPU one is checkpointed by plain containerd, with CRIU's default network
+ * lock (iptables), which fails in a pod's own network namespace on this node ("Locking network failed:
+ * iptables-restore returned -1"); kybernate gives its GPU containers the lock CRIU offers (nftables here).
+ */
+const HOST_NETWORK = { hostNetwork: true };
+
 describe("transparent CRI checkpoint and restore of a GPU container", () => {
   let gpuPod: { podId: string; config: In<PodSandboxConfig> };
   let containerId: string;
@@ -32,7 +40,7 @@ describe("transparent CRI checkpoint and restore of a GPU container", () => {
   async function gpuCheckpoint(): Promise<void> {
     if (checkpointed) return;
     await f.ensureDaemon();
-    gpuPod = await f.newPod("gpu");
+    gpuPod = await f.newPod("gpu", HOST_NETWORK);
     containerId = await f.gpuContainer(gpuPod);
     counterBeforeCheckpoint = (await f.statuses(containerId))[0]?.counter ?? 0;
     await f.checkpointOrShowLogs(containerId, "gpu");
@@ -42,7 +50,7 @@ describe("transparent CRI checkpoint and restore of a GPU container", () => {
 
   test("without kybernate running the checkpoint fails cleanly; with it, it succeeds and the workload keeps running on the GPU", async () => {
     await f.startDaemon();
-    gpuPod = await f.newPod("gpu");
+    gpuPod = await f.newPod("gpu", HOST_NETWORK);
     containerId = await f.gpuContainer(gpuPod);
     const annotations = f.ociConfig(containerId).annotations ?? {};
     assert.match(annotations["org.criu.config"] ?? "", /criu\.conf$/, "CRIU config injected");

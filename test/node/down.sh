@@ -67,6 +67,7 @@ fi
 rm -f "$TN/registry.pid"
 
 # 5. Runtime state; containerd's root goes too, so the next `up` starts with no stale pods or containers.
+bash "$ROOT/test/node/pod-network.sh" down
 rm -rf "$RUN" "$CD_ROOT" "$TN/tmp" "$TN/env.json"
 if [ -f "$RUN_CONTAINERD_MARK" ]; then
   rmdir /run/containerd/s /run/containerd 2>/dev/null || true

@@ -70,6 +70,7 @@ fi
 
 # 3. containerd; a changed config (e.g. another port) needs a restart to take effect.
 mkdir -p "$TN/cni/bin" "$TN/cni/net.d" "$TN/nri/plugins" "$TN/nri/conf.d" "$TN/opt" "$TN/tmp"
+bash "$ROOT/test/node/pod-network.sh" up
 config_changed=no
 config_text=$(bash "$ROOT/test/node/containerd-config.sh")
 printf '%s\n' "$config_text" | put "$CONFIG" && config_changed=yes

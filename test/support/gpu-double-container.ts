@@ -77,20 +77,21 @@ export async function waitForWorkload(
 }
 
 /**
- * `kybernate run` flags for driving the double: its libcuda, no CRIU network lock (pods share the host's
- * network), a short frozen grace so a fault ends within a test's timeout, and the test node's containerd (its
- * Tasks API resumes a task whose checkpoint a caller's deadline cut).
+ * `kybernate run` flags for driving the double: its libcuda, the network lock CRIU offers (asked of the test
+ * node's CRIU; pod-network pods hold real connections), a short frozen grace so a fault ends within a test's
+ * timeout, and the test node's containerd (its Tasks API resumes a task whose checkpoint a caller's deadline cut).
  */
-export function kybernateArgsForDouble(doubleDir: string, node?: { containerdSocket: string }): string[] {
+export function kybernateArgsForDouble(
+  doubleDir: string,
+  node?: { containerdSocket: string; bin: { criu: string } },
+): string[] {
   return [
     "--gpu-backend",
     "driver",
     "--libcuda",
     join(doubleDir, "libcuda.so.1"),
-    "--criu-network-lock",
-    "",
     "--frozen-grace",
     "5",
-    ...(node ? ["--containerd-socket", node.containerdSocket] : []),
+    ...(node ? ["--containerd-socket", node.containerdSocket, "--criu", node.bin.criu] : []),
   ];
 }

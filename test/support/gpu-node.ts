@@ -1,11 +1,12 @@
 /**
  * The test node with kybernate and the GPU double, as the integration tests of GPU checkpoints use it: a
- * kybernate daemon, host-network pods, GPU-double containers, and the checks that a workload runs on its "GPU"
- * with its VRAM intact. Pods made here are removed at tearDown (unless KYBERNATE_TEST_KEEP is set).
+ * kybernate daemon, pods (on the node's CNI pod network, as the kubelet makes them, or host-network ones),
+ * GPU-double containers, and the checks that a workload runs on its "GPU" with its VRAM intact. Pods made here
+ * are removed at tearDown (unless KYBERNATE_TEST_KEEP is set).
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -21,11 +22,35 @@ import {
 } from "./gpu-double-container.js";
 import { type KybernateProcess, startKybernate } from "./kybernate-process.js";
 import { TestCriClient } from "./test-cri-client.js";
-import { loadTestNode, type TestNode } from "./testnode.js";
+import { loadTestNode, type TestNode, testNodeEnvPath } from "./testnode.js";
 
 const run = promisify(execFile);
 
 export type Pod = { podId: string; config: In<PodSandboxConfig> };
+
+export interface PodChoice {
+  /** The node's network instead of a pod network of its own (kubelet's hostNetwork). */
+  hostNetwork?: boolean;
+  annotations?: Record<string, string>;
+  /** The pod's cgroup, as the kubelet makes one per pod (cgroupfs path). */
+  cgroupParent?: string;
+}
+
+const podNetworkFile = () => join(testNodeEnvPath(), "..", "pod-network.json");
+
+/** Whether the test node has its CNI pod network (test/node/pod-network.sh). */
+export function hasPodNetwork(): boolean {
+  return existsSync(podNetworkFile());
+}
+
+/** The pod network test/node/pod-network.sh made: its bridge, subnet and the node's address on it. */
+export function podNetwork(): { bridge: string; subnet: string; gateway: string } {
+  return JSON.parse(readFileSync(podNetworkFile(), "utf8")) as {
+    bridge: string;
+    subnet: string;
+    gateway: string;
+  };
+}
 
 export class GpuNode {
   node!: TestNode;
@@ -68,10 +93,73 @@ export class GpuNode {
     return this.kyb;
   }
 
-  async newPod(name: string): Promise<Pod> {
-    const pod = await this.cri.runHostNetworkPod(`${name}-${process.pid}`, "kybernate-test");
+  /** A pod on the node's pod network (the kubelet's default), or on the host's network when asked or when the node has no pod network. */
+  async newPod(name: string, choice: PodChoice = {}): Promise<Pod> {
+    const podName = `${name}-${process.pid}`;
+    const options = {
+      ...(choice.annotations ? { annotations: choice.annotations } : {}),
+      ...(choice.cgroupParent ? { cgroupParent: choice.cgroupParent } : {}),
+    };
+    const pod =
+      choice.hostNetwork || !hasPodNetwork()
+        ? await this.cri.runHostNetworkPod(podName, "kybernate-test", options)
+        : await this.cri.runPodNetworkPod(podName, "kybernate-test", options);
     this.pods.push(pod.podId);
     return pod;
+  }
+
+  podIp(pod: Pod): Promise<string> {
+    return this.cri.podIp(pod.podId);
+  }
+
+  /** A client pod's container querying an inference server in a loop; its status at /tmp/client.json. */
+  async inferenceClient(pod: Pod, server: string, name = "client"): Promise<string> {
+    const id = await this.cri.createContainer(pod.podId, pod.config, {
+      name,
+      image: this.node.image,
+      command: ["/kyb/inference-client", "--server", server, "--status", "/tmp/client.json"],
+      mounts: [{ containerPath: "/kyb", hostPath: this.doubleDir, readonly: true }],
+    });
+    await this.cri.startContainer(id);
+    await this.clientStatus(id, (s) => s.ok > 5);
+    return id;
+  }
+
+  /** The client's status once `ok` holds (within 15 s). */
+  async clientStatus(
+    clientId: string,
+    ok: (s: ClientStatus) => boolean = () => true,
+    timeoutMs = 15_000,
+  ): Promise<ClientStatus> {
+    const until = Date.now() + timeoutMs;
+    let last: ClientStatus | undefined;
+    while (Date.now() < until) {
+      const { stdout, exitCode } = await this.cri
+        .exec(clientId, ["cat", "/tmp/client.json"], 5)
+        .catch(() => ({
+          stdout: "",
+          exitCode: 1,
+        }));
+      if (exitCode === 0 && stdout.startsWith("{")) {
+        last = JSON.parse(stdout) as ClientStatus;
+        if (ok(last)) return last;
+      }
+      await sleep(100);
+    }
+    throw new Error(
+      `inference client ${clientId.slice(0, 12)}: never reached the expected state; last ${JSON.stringify(last)}`,
+    );
+  }
+
+  /** Each of the client's inputs once, answered by the server at `server` ("k answer" lines). */
+  async inferenceAnswers(fromContainer: string, server: string): Promise<string[]> {
+    const { stdout, stderr, exitCode } = await this.cri.exec(
+      fromContainer,
+      ["/kyb/inference-client", "--server", server, "--print"],
+      20,
+    );
+    assert.equal(exitCode, 0, `inference-client --print against ${server}: ${stderr}`);
+    return stdout.trim().split("\n");
   }
 
   gpuMounts(faultDir?: string) {
@@ -89,11 +177,21 @@ export class GpuNode {
 
   async gpuContainer(
     pod: Pod,
-    options: { procs?: number; undumpableHelper?: boolean; faultDir?: string; mib?: number } = {},
+    options: {
+      procs?: number;
+      undumpableHelper?: boolean;
+      faultDir?: string;
+      mib?: number;
+      /** An inference server on this port (GPU double's --serve). */
+      serve?: number;
+      memoryLimitBytes?: number;
+      annotations?: Record<string, string>;
+    } = {},
   ): Promise<string> {
     const workload = ["/kyb/fake-cuda-workload", "--mib", String(options.mib ?? 32)];
     if (options.procs) workload.push("--procs", String(options.procs));
     if (options.faultDir) workload.push("--fault-file", "/faults/%p");
+    if (options.serve) workload.push("--serve", String(options.serve));
     const command = options.undumpableHelper
       ? ["sh", "-c", `/kyb/fake-cuda-workload --undumpable & exec ${workload.join(" ")}`]
       : workload;
@@ -102,6 +200,8 @@ export class GpuNode {
       image: this.node.image,
       command,
       mounts: this.gpuMounts(options.faultDir),
+      ...(options.memoryLimitBytes !== undefined ? { memoryLimitBytes: options.memoryLimitBytes } : {}),
+      ...(options.annotations ? { annotations: options.annotations } : {}),
     });
     await this.cri.startContainer(id);
     await this.waitFor(
@@ -209,4 +309,16 @@ export class GpuNode {
       ),
     ) as { annotations?: Record<string, string> };
   }
+}
+
+/** What inference-client writes (test/gpu/inference/inference-client.c). */
+export interface ClientStatus {
+  requests: number;
+  ok: number;
+  failed: number;
+  mismatches: number;
+  connects: number;
+  maxLatencyMs: number;
+  lastLatencyMs: number;
+  lastError: string;
 }

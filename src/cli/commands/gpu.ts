@@ -1,14 +1,21 @@
+import { join } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { Deadline } from "../../base/deadline.js";
 import { createLogger, type Logger, silentLogger } from "../../base/log.js";
+import { version } from "../../base/version.js";
+import { fixedEstimator } from "../../checkpoint/admission.js";
+import { type CheckpointPolicy, NodePolicy } from "../../checkpoint/policy.js";
 import type { CriClient } from "../../cri/client.js";
+import { limitHost } from "../../daemon/host-view.js";
+import { MemoryLimits } from "../../daemon/memory-limits.js";
 import type { GpuBackend } from "../../gpu/backend.js";
 import { discoverCudaProcesses } from "../../gpu/discovery.js";
 import { exitProcess } from "../../gpu/driver-pool.js";
 import { GpuEngine, type OperationRecord } from "../../gpu/engine.js";
 import { type BackendKind, openBackend } from "../../gpu/select-backend.js";
 import { parseDeviceMap } from "../../gpu/types.js";
-import { CGROUP_ROOT } from "../../host/cgroup.js";
+import { CGROUP_ROOT, type MemoryLevel, ProcessCgroups } from "../../host/cgroup.js";
+import { NvidiaSmiProbe } from "../../host/nvidia-smi.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { type GpuBackendArgs, withGpuBackend } from "../gpu-options.js";
@@ -37,6 +44,14 @@ export interface GpuCommandOptions {
   print?: (line: string) => void;
   /** For tests: a backend to use instead of opening one. */
   backendInstance?: GpuBackend;
+  /** Freeze goes through the daemon's admission: host RAM, and the memory limits it raises (journalled here). */
+  stateDir?: string;
+  vramEstimateBytes?: number;
+  admissionHeadroomBytes?: number;
+  nvidiaSmi?: string;
+  /** For tests: the policy and the limits instead of the node's. */
+  policy?: CheckpointPolicy;
+  limits?: MemoryLimits;
 }
 
 export interface GpuCommandResult {
@@ -107,6 +122,13 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
     return { exitCode: 2 };
   }
 
+  // Whose memory cgroups the staged VRAM is charged to: the processes' container (one container per command).
+  const cgroup = await ProcessCgroups.ofPid(pids[0] ?? 0)
+    .then((c) => c.memoryLevels())
+    .catch(() => []);
+  const limits =
+    opts.limits ??
+    new MemoryLimits(join(opts.stateDir ?? DEFAULT_STATE_DIR, "memory-limits"), limitHost(), logger);
   const engine = new GpuEngine({
     backend,
     logger,
@@ -124,6 +146,13 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
     return { exitCode: states.some((s) => s.error) ? 1 : 0, states };
   }
 
+  if (opts.action === "freeze") {
+    const refused = await admitFreeze(opts, pids, cgroup, limits, logger);
+    if (refused) {
+      print(`kybernate gpu: ${refused}`);
+      return { exitCode: 1 };
+    }
+  }
   let record: OperationRecord;
   try {
     record =
@@ -132,11 +161,54 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
         : await engine.restore(pids, opts.deviceMap ? parseDeviceMap(opts.deviceMap) : undefined, deadline);
   } catch (err) {
     print(`kybernate gpu: ${(err as Error).message}`);
+    if (cgroup[0]) await limits.settle(cgroup[0].dir);
     return { exitCode: 2 };
   }
+  // Back on the GPU (a thaw, or a freeze rolled back): the limits raised for the freeze go back.
+  if (cgroup[0] && (opts.action === "thaw" ? record.ok : !record.ok)) await limits.settle(cgroup[0].dir);
   if (opts.json) print(JSON.stringify(record));
   else print(summary(record));
   return { exitCode: record.ok ? 0 : 1, record };
+}
+
+const DEFAULT_STATE_DIR = "/var/lib/kybernate";
+
+/**
+ * The daemon's admission for a freeze by hand: the node must have room for the staged VRAM, and the memory
+ * limits of the processes' cgroups below it are raised (journalled in the state dir; `gpu thaw` or the
+ * daemon's next start puts them back). The refusal, or undefined.
+ */
+async function admitFreeze(
+  opts: GpuCommandOptions,
+  pids: number[],
+  levels: MemoryLevel[],
+  limits: MemoryLimits,
+  logger: Logger,
+): Promise<string | undefined> {
+  const policy =
+    opts.policy ??
+    new NodePolicy({
+      probe: new NvidiaSmiProbe(opts.nvidiaSmi),
+      version,
+      log: logger,
+      admission: { enabled: true, headroomBytes: opts.admissionHeadroomBytes ?? 1024 * 1024 * 1024 },
+      ...(opts.vramEstimateBytes !== undefined ? { estimator: fixedEstimator(opts.vramEstimateBytes) } : {}),
+    });
+  const cgroup = levels[0]?.dir;
+  const admission = await policy.admit({
+    containerId: cgroup ?? `pid ${pids.join(",")}`,
+    pids,
+    memoryLevels: async () => levels,
+  });
+  if (!admission.verdict.ok) return admission.verdict.error;
+  if (!cgroup || admission.raises.length === 0) return undefined;
+  try {
+    await limits.open();
+    await limits.raise(cgroup, { stage: "gpu freeze" }, admission.raises);
+    return undefined;
+  } catch (error) {
+    return `${(error as Error).message}; nothing was frozen`;
+  }
 }
 
 export function summary(r: OperationRecord): string {
@@ -206,6 +278,10 @@ interface GpuArgs extends EndpointArgs, GpuBackendArgs {
   deviceMap?: string;
   json: boolean;
   logLevel: string;
+  stateDir: string;
+  vramEstimateMib?: number;
+  admissionHeadroomMib: number;
+  nvidiaSmi: string;
 }
 
 export const gpuCommand: CommandModule<object, GpuArgs> = {
@@ -237,6 +313,21 @@ export const gpuCommand: CommandModule<object, GpuArgs> = {
             default: false,
             describe: "print the states or the record as JSON",
           })
+          .option("state-dir", {
+            type: "string",
+            default: DEFAULT_STATE_DIR,
+            describe: "where a freeze journals the memory limits it raises (kybernate run's --state-dir)",
+          })
+          .option("vram-estimate-mib", {
+            type: "number",
+            describe: "VRAM per CUDA process (MiB) for admission instead of nvidia-smi's numbers",
+          })
+          .option("admission-headroom-mib", {
+            type: "number",
+            default: 1024,
+            describe: "host memory (MiB) that must stay available after staging the VRAM",
+          })
+          .option("nvidia-smi", { type: "string", default: "nvidia-smi" })
           .option("log-level", {
             type: "string",
             default: "warn",
@@ -269,6 +360,12 @@ export const gpuCommand: CommandModule<object, GpuArgs> = {
       ...(args.deviceMap ? { deviceMap: args.deviceMap } : {}),
       json: args.json,
       logger: createLogger(args.logLevel as "warn"),
+      stateDir: args.stateDir,
+      ...(args.vramEstimateMib !== undefined
+        ? { vramEstimateBytes: args.vramEstimateMib * 1024 * 1024 }
+        : {}),
+      admissionHeadroomBytes: args.admissionHeadroomMib * 1024 * 1024,
+      nvidiaSmi: args.nvidiaSmi,
     });
     // runGpuCommand's contract: a driver call cut by its deadline may keep a driver thread stuck.
     exitProcess(result.exitCode);

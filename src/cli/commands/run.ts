@@ -1,11 +1,10 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { startAgent } from "../../agent/agent.js";
+import { type AgentOptions, startAgent } from "../../agent/agent.js";
 import { createLogger } from "../../base/log.js";
 import { DEFAULT_CONTAINERD_SOCKET } from "../../containerd/tasks.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import { exitProcess } from "../../gpu/driver-pool.js";
 import type { BackendKind } from "../../gpu/select-backend.js";
-import type { CriuConfigOptions } from "../../plugin/criu-config.js";
 import { parseSelector } from "../../plugin/selector.js";
 
 interface RunArgs {
@@ -23,6 +22,7 @@ interface RunArgs {
   lockTimeout: number;
   frozenGrace: number;
   criuNetworkLock: string;
+  criu: string;
   metricsPort: number;
   metricsHost: string;
   admission: boolean;
@@ -114,8 +114,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option("criu-network-lock", {
         type: "string",
-        default: "nftables",
-        choices: ["", "iptables", "nftables", "skip"],
+        default: "auto",
+        choices: ["auto", "", "iptables", "nftables", "skip"],
+        describe:
+          "CRIU's network lock: auto asks CRIU for nftables, else uses iptables when iptables-restore is on PATH, else skip",
+      })
+      .option("criu", {
+        type: "string",
+        default: "criu",
+        describe: "the CRIU binary containerd runs (for --criu-network-lock auto)",
       })
       .check((args) => {
         if (!(Number(args.gpuBudget) > 0))
@@ -140,7 +147,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       gpuBudgetMs: args.gpuBudget * 1000,
       lockTimeoutMs: args.lockTimeout,
       frozenGraceMs: args.frozenGrace * 1000,
-      criuNetworkLock: args.criuNetworkLock as CriuConfigOptions["networkLock"],
+      criuNetworkLock: args.criuNetworkLock as AgentOptions["criuNetworkLock"],
+      criu: args.criu,
       log,
       policy: {
         metricsPort: args.metricsPort,

@@ -17,9 +17,15 @@ stale() { # target sources...
   local s; for s in "$@"; do [[ "$s" -nt "$t" ]] && return 0; done
   return 1
 }
-if stale "$out/fake-cuda-workload" "$here/fake-cuda-workload.c" "$here/fake-cuda.h"; then
-  gcc "${cflags[@]}" -static -o "$out/fake-cuda-workload.tmp" "$here/fake-cuda-workload.c"
+inference="$here/../inference"
+if stale "$out/fake-cuda-workload" "$here/fake-cuda-workload.c" "$here/fake-cuda.h" "$inference/http-serve.c" "$inference/http-serve.h" "$here/fake-traits.c" "$here/fake-traits.h"; then
+  gcc "${cflags[@]}" -static -pthread -o "$out/fake-cuda-workload.tmp" "$here/fake-cuda-workload.c" "$inference/http-serve.c" "$here/fake-traits.c" -lm
   mv "$out/fake-cuda-workload.tmp" "$out/fake-cuda-workload"
+fi
+# The client pod of the inference-shaped tests (no "GPU"): static too, for a busybox pod.
+if stale "$out/inference-client" "$inference/inference-client.c"; then
+  gcc "${cflags[@]}" -static -o "$out/inference-client.tmp" "$inference/inference-client.c" -lm
+  mv "$out/inference-client.tmp" "$out/inference-client"
 fi
 if stale "$out/libcuda.so.1" "$here/fake-libcuda.c" "${common[@]}"; then
   gcc "${cflags[@]}" -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$out/libcuda.so.1.tmp" "$here/fake-libcuda.c" "$here/fake-ctl.c"

@@ -19,11 +19,19 @@
  *   OP hang [COUNT]   never answer and do nothing (the connection is dropped when the caller closes it)
  *   OP delay MS       take MS milliseconds before doing OP
  * OP is state|lock|checkpoint|restore|unlock|tid.
+ *
+ * --serve PORT: also an "inference server" (../inference/http-serve.h) whose model weights are the VRAM's
+ * pattern words: it answers only while on the GPU (RUNNING); requests that come while LOCKED or CHECKPOINTED
+ * wait, as CUDA calls wait while the driver holds the process.
+ *
+ * --traits 1: also holds UDP and unix sockets, eventfd/epoll/timerfd, POSIX shm and a semaphore in /dev/shm and
+ * 16 threads (fake-traits.c), checked every 200 ms while RUNNING; the status says which first failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -41,10 +49,16 @@
 #include <unistd.h>
 
 #include "fake-cuda.h"
+#include "../inference/http-serve.h"
+#include "fake-traits.h"
 
 static const char *dir;
 static const char *device_opt;
 static const char *fault_file;
+static int serve_port;
+static int traits;
+static unsigned trait_checks;
+static char trait_state[128] = "off";
 static size_t vram_bytes = 16u << 20;
 static volatile sig_atomic_t stop;
 
@@ -176,14 +190,16 @@ static const char *state_name(int s) {
 }
 
 static void write_status(void) {
-  char tmp[300], body[512];
+  char tmp[300], body[768];
   snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
   int n = snprintf(body, sizeof body,
                    "{\"pid\":%d,\"state\":\"%s\",\"counter\":%llu,\"mib\":%zu,\"ring\":%s,\"device\":%s,"
-                   "\"verified\":%u,\"verifyFailures\":%u,\"checkpoints\":%u,\"restores\":%u,\"lastDevicePairs\":%u}\n",
+                   "\"verified\":%u,\"verifyFailures\":%u,\"checkpoints\":%u,\"restores\":%u,\"lastDevicePairs\":%u,"
+                   "\"served\":%lu,\"accepted\":%u,\"closed\":%u,\"open\":%u,\"traits\":\"%s\",\"traitChecks\":%u}\n",
                    ns_pid, state_name(state), (unsigned long long)counter, vram_bytes >> 20,
                    ring_map ? "true" : "false", dev_fd >= 0 ? "true" : "false", verified, verify_failures,
-                   checkpoints, restores, last_pairs);
+                   checkpoints, restores, last_pairs, serve_stats()->served, serve_stats()->accepted,
+                   serve_stats()->closed, serve_stats()->open, trait_state, trait_checks);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return;
   ssize_t w = write(fd, body, (size_t)n);
@@ -331,6 +347,19 @@ static void serve_one(int lfd) {
   write_status();
 }
 
+/* y = tanh(W x), W the INFER_DIM x INFER_DIM words after the counter, read from "VRAM" for every request. */
+static int infer(const double *x, double *y) {
+  static uint64_t w[INFER_DIM * INFER_DIM];
+  if (state != ST_RUNNING || vram_fd < 0) return -1;
+  if (pread(vram_fd, w, sizeof w, 8) != (ssize_t)sizeof w) return -1;
+  for (int i = 0; i < INFER_DIM; i++) {
+    double acc = 0;
+    for (int j = 0; j < INFER_DIM; j++) acc += ((double)(w[i * INFER_DIM + j] >> 11) / 9007199254740992.0 * 2 - 1) * x[j];
+    y[i] = tanh(acc / 8);
+  }
+  return 0;
+}
+
 static void on_signal(int sig) {
   (void)sig;
   stop = 1;
@@ -357,18 +386,28 @@ static int worker(void) {
   unlink(sock_path);
   if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(lfd, 16) != 0)
     die("cannot listen on the control socket");
+  if (serve_port && serve_listen(serve_port) != 0) die("cannot listen on the --serve port");
+  if (traits) {
+    if (traits_init(ns_pid) != 0) die("cannot open the --traits");
+    snprintf(trait_state, sizeof trait_state, "ok");
+  }
   write_status();
   printf("ready pid=%d mib=%zu socket=%s\n", ns_pid, vram_bytes >> 20, sock_path);
   fflush(stdout);
 
   uint64_t last_status = now_ms();
   while (!stop) {
-    struct pollfd fds[1 + MAX_HUNG];
+    struct pollfd fds[1 + MAX_HUNG + 1 + SERVE_MAX_CONNS];
     int nf = 0;
     fds[nf++] = (struct pollfd){.fd = lfd, .events = POLLIN};
     for (int i = 0; i < MAX_HUNG; i++)
       if (hung[i] >= 0) fds[nf++] = (struct pollfd){.fd = hung[i], .events = POLLIN | POLLRDHUP};
+    int served_from = nf;
+    int ns = serve_pollfds(fds + nf, 1 + SERVE_MAX_CONNS);
+    nf += ns;
     int r = poll(fds, (nfds_t)nf, 20);
+    if (ns) serve_events(fds + served_from, ns, infer);
+    nf = served_from;
     if (r > 0) {
       for (int i = 1; i < nf; i++)
         if (fds[i].revents)
@@ -382,6 +421,14 @@ static int worker(void) {
     if (state == ST_RUNNING) {
       counter++;
       if (pwrite(vram_fd, &counter, sizeof counter, 0) != sizeof counter) die("cannot write the fake VRAM");
+    }
+    static uint64_t last_traits;
+    if (traits && state == ST_RUNNING && now_ms() - last_traits >= 200) {
+      const char *bad = traits_check();
+      /* The first failure stays: a test must see it even if the trait works again later. */
+      if (bad && strcmp(trait_state, "ok") == 0) snprintf(trait_state, sizeof trait_state, "%s", bad);
+      trait_checks++;
+      last_traits = now_ms();
     }
     if (now_ms() - last_status >= 100) {
       write_status();
@@ -413,7 +460,7 @@ static int undumpable(void) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH]\n"
+          "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH] [--serve PORT]\n"
           "       fake-cuda-workload --undumpable\n"
           "TEST ONLY: a GPU stand-in for kybernate's test double (see docs/GPU-DOUBLE.md)\n");
   exit(64);
@@ -436,6 +483,8 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--device") == 0) device_opt = v;
     else if (strcmp(a, "--dir") == 0) dir = v;
     else if (strcmp(a, "--fault-file") == 0) fault_file = v;
+    else if (strcmp(a, "--serve") == 0) serve_port = atoi(v);
+    else if (strcmp(a, "--traits") == 0) traits = atoi(v);
     else usage();
     i++;
   }

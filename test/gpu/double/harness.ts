@@ -38,6 +38,14 @@ export interface WorkloadStatus {
   checkpoints: number;
   restores: number;
   lastDevicePairs: number;
+  /** --serve: requests answered, connections accepted, ended by the other side (or an error), open now. */
+  served: number;
+  accepted: number;
+  closed: number;
+  open: number;
+  /** --traits: "ok", or the first trait that stopped working; how many rounds checked them. */
+  traits?: string;
+  traitChecks?: number;
 }
 
 export interface Workload {
