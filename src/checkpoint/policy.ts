@@ -8,6 +8,7 @@ import {
   cgroupRoom,
   computeAppsEstimator,
   decideAdmission,
+  type VramEstimate,
   type VramEstimator,
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
@@ -49,7 +50,10 @@ export interface RestoreContext {
  * metadata after it, and the compatibility plan at restore.
  */
 export interface CheckpointPolicy {
-  admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }>;
+  /** `estimate`: the VRAM the freeze will stage, when admission asked (the disk admission uses it too). */
+  admit(
+    ctx: FreezeContext,
+  ): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot; estimate?: VramEstimate }>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
   planRestore(ctx: RestoreContext): Promise<RestorePlan>;
@@ -72,7 +76,9 @@ export class NodePolicy implements CheckpointPolicy {
     this.estimator = options.estimator ?? computeAppsEstimator();
   }
 
-  async admit(ctx: FreezeContext): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot }> {
+  async admit(
+    ctx: FreezeContext,
+  ): Promise<{ verdict: AdmissionVerdict; snapshot: GpuSnapshot; estimate?: VramEstimate }> {
     const [inventory, apps] = await Promise.all([
       this.options.probe.inventory(),
       this.options.probe.computeApps(),
@@ -96,7 +102,7 @@ export class NodePolicy implements CheckpointPolicy {
       { containerId: ctx.containerId, ...ctx.names, estimate, memAvailable, cgroup, ok: verdict.ok },
       "host-RAM admission",
     );
-    return { verdict, snapshot };
+    return { verdict, snapshot, estimate };
   }
 
   async recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void> {

@@ -4,6 +4,8 @@ import { status } from "@grpc/grpc-js";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
 import { CriError } from "../../cri/errors.js";
+import { askDaemon } from "../../daemon/client.js";
+import { archiveCheckpointId } from "../../store/page-store.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { fetchDaemonStatus } from "../daemon-status.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
@@ -34,6 +36,8 @@ export interface CheckpointResult {
   path: string;
   sizeBytes: number;
   ms: number;
+  /** The page store's checkpoint, when the archive is thin (its pages stayed on this node). */
+  checkpointId?: string;
 }
 
 /** RFC 3339 in UTC to the second, as the kubelet stamps its archives. */
@@ -85,6 +89,12 @@ export async function checkpointContainer(o: CheckpointOptions): Promise<Checkpo
         "than this command; give an --output path both see",
     );
   }
+  // A thin archive's pages stay in this node's store until the archive goes: the store learns where it is.
+  const checkpointId = await archiveCheckpointId(path);
+  if (checkpointId && o.daemonSocket)
+    await askDaemon(o.daemonSocket, { kind: "store", op: "archive", checkpointId, path }, 5000).catch(
+      () => undefined,
+    );
   return {
     containerId: container.id,
     name,
@@ -92,6 +102,7 @@ export async function checkpointContainer(o: CheckpointOptions): Promise<Checkpo
     path,
     sizeBytes: statSync(path).size,
     ms,
+    ...(checkpointId ? { checkpointId } : {}),
   };
 }
 
@@ -168,7 +179,10 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
         timeoutS: args.timeout,
         daemonSocket: args.socket,
       });
-      process.stdout.write(`${r.path}\t${humanBytes(r.sizeBytes)}\t${seconds(r.ms)}\n`);
+      const thin = r.checkpointId
+        ? `\tthin: pages in this node's page store as checkpoint ${r.checkpointId}`
+        : "";
+      process.stdout.write(`${r.path}\t${humanBytes(r.sizeBytes)}\t${seconds(r.ms)}${thin}\n`);
     } catch (err) {
       exitWithError("checkpoint", err);
     } finally {
