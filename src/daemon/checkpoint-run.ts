@@ -151,6 +151,8 @@ export async function reportCheckpoint(ctx: StageContext, containerId: string): 
   ctx.containers.annotateLast(containerId, {
     phasesMs: phases,
     ...(t.stored ? { checkpointId: t.stored.checkpointId } : {}),
+    // The GPU came back at the resume, yet the checkpoint itself failed where kybernate failed it.
+    ...(run.failure ? { ok: false, error: run.failure } : {}),
   });
   const extras = ctx.checkpoint;
   if (!extras) return;

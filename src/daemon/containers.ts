@@ -125,7 +125,10 @@ export class Containers {
   }
 
   /** Adds a checkpoint's phases (known only once containerd resumed it) to the container's last operation. */
-  annotateLast(id: string, extra: Pick<LastOperation, "phasesMs" | "checkpointId">): void {
+  annotateLast(
+    id: string,
+    extra: Partial<Pick<LastOperation, "phasesMs" | "checkpointId" | "ok" | "error">>,
+  ): void {
     const last = this.records.get(id)?.last;
     if (last) Object.assign(last, extra);
   }

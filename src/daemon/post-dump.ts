@@ -101,11 +101,9 @@ async function storePages(
     return { ok: true, data: { checkpointId } };
   } catch (error) {
     ctx.metrics.pageStore?.("failure");
-    return fail(
-      ctx,
-      request,
-      `the page store ${pages.store.dir} could not take the checkpoint's page images: ${(error as Error).message}; the checkpoint fails and the container keeps running`,
-    );
+    const why = `the page store ${pages.store.dir} could not take the checkpoint's page images: ${(error as Error).message}; the checkpoint fails and the container keeps running`;
+    if (run) run.failure = why;
+    return fail(ctx, request, why);
   } finally {
     pages.inFlight.delete(checkpointId);
   }

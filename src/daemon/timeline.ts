@@ -61,4 +61,6 @@ export interface CheckpointRun {
   withStore: boolean;
   /** What admission expected CRIU to write (VRAM + the processes' memory), when it could tell. */
   expectedImageBytes?: number;
+  /** Why kybernate failed the checkpoint after its GPU stage (post-dump): the checkpoint ended failed. */
+  failure?: string;
 }
