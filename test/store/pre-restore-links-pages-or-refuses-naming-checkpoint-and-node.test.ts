@@ -82,7 +82,11 @@ test("another filesystem: symbolic links into the store", async (t) => {
 
 const refusals: Array<{
   name: string;
-  arrange: (x: { store: PageStore; manifest: PagesManifest; restoreDir: string }) => PagesManifest | undefined;
+  arrange: (x: {
+    store: PageStore;
+    manifest: PagesManifest;
+    restoreDir: string;
+  }) => PagesManifest | undefined;
   error: RegExp;
 }> = [
   {
