@@ -3,6 +3,7 @@ import type { VramEstimate } from "../checkpoint/admission.js";
 import type { OperationRecord } from "../gpu/engine.js";
 import { filesystemOf } from "../host/filesystems.js";
 import { dumpableBytes } from "../host/memory-stat.js";
+import { FollowingHasher } from "../store/follow-hash.js";
 import type { CheckpointCaller } from "./checkpoint-caller.js";
 import { planDisk, size } from "./disk-admission.js";
 import type { HookRequest } from "./protocol.js";
@@ -38,6 +39,7 @@ export async function beforeGpuStage(
   const run: CheckpointRun = {
     timeline: new CheckpointTimeline(o.startedAt),
     withStore: storeDir !== undefined,
+    ...(o.caller.imageDir ? { imageDir: o.caller.imageDir } : {}),
   };
   ctx.containers.setRun(containerId, run);
   if (!extras) return { ok: true };
@@ -110,6 +112,9 @@ export function gpuStageDone(ctx: StageContext, containerId: string, record?: Op
   const run = ctx.containers.run(containerId);
   if (!run) return;
   run.timeline.preDumpEndAt = Date.now();
+  // CRIU writes the page images next: hashing them as they grow leaves post-dump only the last chunk to read.
+  if (run.withStore && run.imageDir && ctx.checkpoint?.pages)
+    run.hasher = new FollowingHasher(run.imageDir).start();
   if (record) {
     run.timeline.gpuFreezeMs = record.totalMs;
     if (record.vramBytes !== undefined) run.timeline.vramBytes = record.vramBytes;
@@ -131,6 +136,7 @@ export function markResumed(ctx: StageContext, containerId: string, thaw?: Opera
 export async function reportCheckpoint(ctx: StageContext, containerId: string): Promise<void> {
   const run = ctx.containers.takeRun(containerId);
   if (!run) return;
+  await run.hasher?.stop();
   const t = run.timeline;
   const stamp = ctx.checkpoint?.postDumpStamp?.(containerId);
   if (t.postDumpAt === undefined && stamp && t.preDumpEndAt !== undefined) {

@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import type { Deadline } from "../base/deadline.js";
 import { readMetadata } from "../checkpoint/metadata.js";
+import type { FollowingHasher } from "../store/follow-hash.js";
 import type { PagesManifest } from "../store/manifest.js";
 import { newCheckpointId } from "../store/page-store.js";
 import type { Watch } from "./pre-dump.js";
@@ -81,6 +82,9 @@ async function storePages(
       node,
       ...((await gpuSummary(imageDir)) ?? {}),
       signal,
+      ...(run?.hasher
+        ? { digests: (names: readonly string[]) => (run.hasher as FollowingHasher).finish(names) }
+        : {}),
     });
     if (!stored) {
       log.info({ imageDir }, "CRIU wrote no page image: nothing for the page store");
@@ -94,11 +98,12 @@ async function storePages(
         checkpointId,
         files: stored.manifest.files.length,
         bytes,
+        followed: stored.followed,
         ms: Object.fromEntries(Object.entries(stored.ms).map(([k, v]) => [k, Math.round(v)])),
       },
       "page images moved to the page store",
     );
-    return { ok: true, data: { checkpointId } };
+    return { ok: true, data: { checkpointId, followed: stored.followed } };
   } catch (error) {
     ctx.metrics.pageStore?.("failure");
     const why = `the page store ${pages.store.dir} could not take the checkpoint's page images: ${(error as Error).message}; the checkpoint fails and the container keeps running`;

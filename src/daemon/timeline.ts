@@ -1,3 +1,4 @@
+import type { FollowingHasher } from "../store/follow-hash.js";
 import type { CheckpointPhasesMs } from "./protocol.js";
 
 /**
@@ -63,4 +64,8 @@ export interface CheckpointRun {
   expectedImageBytes?: number;
   /** Why kybernate failed the checkpoint after its GPU stage (post-dump): the checkpoint ended failed. */
   failure?: string;
+  /** CRIU's image directory (a host path), as pre-dump found it. */
+  imageDir?: string;
+  /** Hashes the page images while CRIU writes them (with the store), from pre-dump's end to post-dump. */
+  hasher?: FollowingHasher;
 }

@@ -16,7 +16,7 @@ import {
 import { join } from "node:path";
 import { FileRefused, readSmallRegularFile } from "../host/files.js";
 import { type CollectCandidate, type CollectDecision, decideCollection } from "./collect.js";
-import { sha256File } from "./hash.js";
+import { type FileDigest, sha256File } from "./hash.js";
 import {
   CHECKPOINT_ID,
   PAGE_IMAGE,
@@ -68,12 +68,16 @@ export interface StashInput {
   gpu?: PagesManifest["gpu"];
   /** The caller gave up (containerd abandoned the checkpoint): stop and put everything back. */
   signal?: AbortSignal;
+  /** Digests already computed while CRIU wrote (follow-hash.ts); an image it lacks is hashed here. */
+  digests?: (names: readonly string[]) => Promise<Map<string, FileDigest>>;
 }
 
 export interface StashResult {
   manifest: PagesManifest;
   /** How long the moves (renames), the hashing + fsync and the record took. */
   ms: { move: number; hashAndSync: number; record: number };
+  /** Page images whose digest was followed during the dump (the rest were read again whole). */
+  followed: number;
 }
 
 export interface LinkResult {
@@ -158,14 +162,20 @@ export class PageStore {
         moved.push(name);
       }
       const t1 = performance.now();
+      // The fsyncs start at once; the digests followed during the dump only need their last chunk read.
+      const synced = Promise.all([...names.map((name) => syncFile(join(target, name))), syncFile(target)]);
+      synced.catch(() => undefined);
+      const followed = (await input.digests?.(names).catch(() => undefined)) ?? new Map<string, FileDigest>();
       const files: PageFile[] = await Promise.all(
         names.map(async (name) => {
           const path = join(target, name);
-          const [digest] = await Promise.all([sha256File(path, input.signal), syncFile(path)]);
+          const size = (await stat(path)).size;
+          const known = followed.get(name);
+          const digest = known?.size === size ? known : await sha256File(path, input.signal);
           return { name, size: digest.size, sha256: digest.sha256 };
         }),
       );
-      await syncFile(target);
+      await synced;
       input.signal?.throwIfAborted();
       const t2 = performance.now();
       const manifest: PagesManifest = {
@@ -185,6 +195,7 @@ export class PageStore {
       return {
         manifest,
         ms: { move: t1 - t0, hashAndSync: t2 - t1, record: performance.now() - t2 },
+        followed: files.filter((f) => followed.get(f.name)?.sha256 === f.sha256).length,
       };
     } catch (error) {
       const left = await this.putBack(input.imageDir, target, moved, manifestWritten);

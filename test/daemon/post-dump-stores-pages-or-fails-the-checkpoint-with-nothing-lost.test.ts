@@ -6,6 +6,7 @@
  * self-contained.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -108,10 +109,20 @@ test("the page images go to the store, a manifest stays; at the resume the phase
   await sleep(20);
   const reply = await x.postDump();
   assert.equal(reply?.ok, true, reply?.error);
+  assert.equal((reply?.data as { followed?: number }).followed, 2, "both hashed while CRIU wrote");
   assert.deepEqual(files(x.imageDir), [PAGES_MANIFEST, "pagemap-1.img"]);
   const [entry] = (await x.keeper?.store.entries()) ?? [];
   assert.ok(entry?.complete);
   assert.equal(entry?.bytes, (1 << 20) + 4096);
+  // Hashed while "CRIU" wrote (followed from pre-dump's end): the digests are the files' own.
+  const digest = (bytes: number) => createHash("sha256").update(Buffer.alloc(bytes, 7)).digest("hex");
+  assert.deepEqual(
+    entry?.record?.files.map((f) => [f.name, f.sha256]),
+    [
+      ["pages-1.img", digest(1 << 20)],
+      ["pages-2.img", digest(4096)],
+    ],
+  );
   assert.equal(entry?.record?.pod, "ns/pod");
   await x.resume();
   const last = r.ctx.containers.last("c0ffee");
