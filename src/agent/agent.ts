@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "../base/log.js";
 import { hooksDir } from "../base/paths.js";
@@ -7,22 +9,27 @@ import { gpuRequestOf } from "../checkpoint/gpu-request.js";
 import { KybernateMetrics, startMetricsServer } from "../checkpoint/metrics.js";
 import { NodePolicy } from "../checkpoint/policy.js";
 import { ContainerdTasks, DEFAULT_CONTAINERD_SOCKET } from "../containerd/tasks.js";
+import type { CheckpointExtras } from "../daemon/checkpoint-extras.js";
 import { Containers } from "../daemon/containers.js";
 import { Coordinator } from "../daemon/coordinator.js";
 import { hostView, limitHost } from "../daemon/host-view.js";
 import { Journal } from "../daemon/journal.js";
 import { MemoryLimits } from "../daemon/memory-limits.js";
+import { PageStoreKeeper } from "../daemon/page-store-keeper.js";
 import { PlanStore } from "../daemon/plan-store.js";
-import { HOOK_REPLY_MARGIN_MS } from "../daemon/protocol.js";
+import { HOOK_REPLY_MARGIN_MS, type StoreRequest } from "../daemon/protocol.js";
+import { RateBook } from "../daemon/rates.js";
 import { assertNoLiveDaemon, closeDaemonServer, startDaemonServer } from "../daemon/server.js";
 import { GpuEngine } from "../gpu/engine.js";
 import { type BackendKind, openBackend } from "../gpu/select-backend.js";
 import { detectNetworkLock } from "../host/criu.js";
 import { NvidiaSmiProbe } from "../host/nvidia-smi.js";
 import { NriStub } from "../nri/stub.js";
-import type { CriuConfigOptions } from "../plugin/criu-config.js";
+import { type CriuConfigOptions, criuFilesFor, POST_DUMP_STAMP } from "../plugin/criu-config.js";
+import { pageStoreOptedOut } from "../plugin/gpu-container.js";
 import { kybernateHandlers } from "../plugin/kybernate-plugin.js";
 import type { Selector } from "../plugin/selector.js";
+import { PageStore } from "../store/page-store.js";
 
 export interface AgentOptions {
   nriSocket: string;
@@ -44,7 +51,24 @@ export interface AgentOptions {
   criu?: string;
   log: Logger;
   policy?: PolicyOptions;
+  /** The node's page store and the checks before a checkpoint (issue 13); defaults: no store, checks on. */
+  checkpoint?: CheckpointOptions;
 }
+
+export interface CheckpointOptions {
+  /** `--page-store DIR`, on the filesystem of containerd's temp dir. */
+  pageStoreDir?: string;
+  pageStoreKeep?: number;
+  /** This node's name in page manifests (default: $NODE_NAME, else the hostname). */
+  nodeName?: string;
+  diskAdmission?: boolean;
+  containerdRoot?: string;
+  /** Where CRI archives land (the kubelet's checkpoints dir). */
+  archiveDirs?: string[];
+  deadlineHintMs?: number;
+}
+
+const DEFAULT_ARCHIVE_DIR = "/var/lib/kubelet/checkpoints";
 
 /** The metrics endpoint, host-RAM admission and the GPU facts behind the checkpoint metadata. */
 export interface PolicyOptions {
@@ -100,6 +124,43 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       ? { estimator: fixedEstimator(policyOptions.vramEstimateBytes) }
       : {}),
   });
+  const checkpointOptions = options.checkpoint ?? {};
+  const criuDir = join(options.stateDir, "containers");
+  const node = checkpointOptions.nodeName || process.env.NODE_NAME || hostname();
+  const archiveDirs = checkpointOptions.archiveDirs ?? [DEFAULT_ARCHIVE_DIR];
+  const keeper = checkpointOptions.pageStoreDir
+    ? new PageStoreKeeper(await PageStore.open(checkpointOptions.pageStoreDir), {
+        keep: checkpointOptions.pageStoreKeep ?? 2,
+        archiveDirs,
+        log,
+      })
+    : undefined;
+  if (keeper) {
+    // Nothing is in flight yet: an entry a crash left incomplete goes now.
+    const collected = await keeper.store.collect({ keep: keeper.keep, incompleteAfterMs: 0 });
+    log.info(
+      { dir: keeper.store.dir, keep: keeper.keep, node, removed: collected.remove.length },
+      "page store opened",
+    );
+    keeper.start();
+  }
+  const rates = new RateBook(join(options.stateDir, "rates.json"));
+  await rates.load();
+  const extras: CheckpointExtras = {
+    node,
+    ...(keeper ? { pages: keeper } : {}),
+    disk: {
+      enabled: checkpointOptions.diskAdmission ?? true,
+      containerdRoot: checkpointOptions.containerdRoot ?? "/var/lib/containerd",
+      ...(archiveDirs.find((d) => existsSync(d))
+        ? { archiveDir: archiveDirs.find((d) => existsSync(d)) }
+        : {}),
+    },
+    deadlineHintMs: checkpointOptions.deadlineHintMs ?? 120_000,
+    rates,
+    postDumpStamp: (id) => join(criuFilesFor(criuDir, id).dir, POST_DUMP_STAMP),
+    criuConfigOf: (id) => criuFilesFor(criuDir, id).config,
+  };
   const metricsServer = policyOptions.metricsPort
     ? await startMetricsServer(metrics, policyOptions.metricsPort, policyOptions.metricsHost)
     : undefined;
@@ -126,9 +187,20 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       pollMs: 10,
       retryBackoffMs: 250,
     },
+    checkpoint: extras,
   });
   await coordinator.recover();
-  const server = await startDaemonServer(options.daemonSocket, coordinator, () => containers.status(), log);
+  const status = () => ({
+    ...containers.status(),
+    ...(keeper ? { pageStore: { dir: keeper.store.dir, node, keep: keeper.keep } } : {}),
+  });
+  const server = await startDaemonServer(
+    options.daemonSocket,
+    coordinator,
+    status,
+    log,
+    keeper ? (request) => storeRequest(keeper, node, request) : undefined,
+  );
   let networkLock: CriuConfigOptions["networkLock"];
   if (options.criuNetworkLock === "auto") {
     const detected = await detectNetworkLock(options.criu ?? "criu");
@@ -147,13 +219,14 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   }
   const handlers = kybernateHandlers({
     criu: {
-      stateDir: join(options.stateDir, "containers"),
+      stateDir: criuDir,
       hookPath: join(hooksDir, "kybernate-criu-hook"),
       node: process.execPath,
       daemonSocket: options.daemonSocket,
       networkLock,
       timeoutS: Math.ceil(options.gpuBudgetMs / 1000),
       hookTimeoutMs: options.gpuBudgetMs + HOOK_REPLY_MARGIN_MS,
+      ...(keeper ? { pageStore: true } : {}),
     },
     ...(options.selector ? { selector: options.selector } : {}),
     log,
@@ -168,11 +241,14 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
         ...(pod.ips.length ? { podIps: pod.ips } : {}),
         ...(tcp ? { tcp } : {}),
+        ...(pageStoreOptedOut(pod, container) ? { pageStore: false } : {}),
       });
     },
     onRemoved: (id) => {
       containers.remove(id);
       void plans.remove(id).catch(() => undefined);
+      // A restore that never reached post-resume (CRIU failed) used its pages until now.
+      void keeper?.store.releaseContainer(id).catch(() => undefined);
     },
     // In the background: registration must not wait on driver calls.
     onSynchronized: (survivors) => {
@@ -197,9 +273,38 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       await closeDaemonServer(server);
       await coordinator.close();
       limits.close();
+      await keeper?.close();
       if (metricsServer) await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
       backend.close();
       tasks.close();
     },
   };
+}
+
+/** `kybernate store ls|gc` and `kybernate checkpoint`'s archive path, through the daemon that owns the store. */
+async function storeRequest(keeper: PageStoreKeeper, node: string, request: StoreRequest) {
+  switch (request.op) {
+    case "ls":
+      return {
+        ok: true,
+        data: {
+          dir: keeper.store.dir,
+          node,
+          keep: keeper.keep,
+          entries: await keeper.store.entries(),
+          inUse: await keeper.store.inUse(),
+        },
+      };
+    case "gc":
+      return { ok: true, data: await keeper.collect(request.keep) };
+    case "archive": {
+      const known = await keeper.store.setArchive(request.checkpointId, request.path);
+      return known
+        ? { ok: true }
+        : {
+            ok: false,
+            error: `the page store ${keeper.store.dir} has no checkpoint ${request.checkpointId}`,
+          };
+    }
+  }
 }

@@ -6,6 +6,16 @@ export type Phase = "thaw_cgroup" | "discover" | "lock" | "checkpoint" | "refree
 export type Outcome = "success" | "failure" | "refused";
 export type RepairReason = "resume" | "recovery" | "retry";
 
+/** A whole checkpoint's phases as the daemon times them (daemon/timeline.ts), in ms. */
+export type CheckpointPhaseName =
+  | "preDump"
+  | "gpuFreeze"
+  | "criuDump"
+  | "pageStore"
+  | "untilResume"
+  | "gpuThaw"
+  | "total";
+
 /** What the daemon's stages report; `noMetrics` where nobody scrapes. */
 export interface StageMetrics {
   phase(phase: Phase, ms: number): void;
@@ -13,7 +23,22 @@ export interface StageMetrics {
   /** Driver phases and VRAM moved, from an engine record. */
   record(record: OperationRecord): void;
   repaired(reason: RepairReason, count: number): void;
+  /** One checkpoint's phases, once containerd resumed the container. */
+  checkpointPhases?(phases: Partial<Record<CheckpointPhaseName, number>>): void;
+  /** Page images moved into the page store (or a store stage that failed). */
+  pageStore?(outcome: "stored" | "failure" | "linked" | "refused", bytes?: number): void;
 }
+
+/** Prometheus label values of the checkpoint phases. */
+const PHASE_LABEL: Record<CheckpointPhaseName, string> = {
+  preDump: "pre_dump",
+  gpuFreeze: "gpu_freeze",
+  criuDump: "criu_dump",
+  pageStore: "page_store",
+  untilResume: "until_resume",
+  gpuThaw: "gpu_thaw",
+  total: "total",
+};
 
 export const noMetrics: StageMetrics = {
   phase: () => undefined,
@@ -53,6 +78,25 @@ export class KybernateMetrics implements StageMetrics {
     labelNames: ["direction"],
     registers: [this.registry],
   });
+  private readonly checkpointPhaseSeconds = new Histogram({
+    name: "kybernate_checkpoint_phase_seconds",
+    help: "Where each checkpoint's time went: pre_dump (kybernate's GPU stage), gpu_freeze (the driver's part of it), criu_dump (pre-dump's end to post-dump), page_store (post-dump: page images into the store), until_resume (post-dump to containerd's resume), gpu_thaw (after the resume), total (pre-dump to resume)",
+    labelNames: ["phase"],
+    buckets: [0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600],
+    registers: [this.registry],
+  });
+  private readonly pageStoreOps = new Counter({
+    name: "kybernate_page_store_operations_total",
+    help: "Page store operations: stored (post-dump moved a checkpoint's pages in), failure (post-dump could not; the checkpoint failed), linked (pre-restore linked them into a restore), refused (a restore whose pages this store lacks)",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
+  private readonly pageStoreBytes = new Counter({
+    name: "kybernate_page_store_bytes_total",
+    help: "Bytes of page images moved into the page store (stored) and linked into restores (linked)",
+    labelNames: ["result"],
+    registers: [this.registry],
+  });
   private readonly repairs = new Counter({
     name: "kybernate_processes_repaired_total",
     help: "CUDA processes kybernate brought back to RUNNING by itself: after containerd's resume (resume), after a daemon crash (recovery), on a retry (retry)",
@@ -69,6 +113,21 @@ export class KybernateMetrics implements StageMetrics {
     }
     for (const direction of ["to_host", "to_gpu"]) this.vramBytes.inc({ direction }, 0);
     for (const reason of ["resume", "recovery", "retry"]) this.repairs.inc({ reason }, 0);
+    for (const result of ["stored", "failure", "linked", "refused"]) this.pageStoreOps.inc({ result }, 0);
+    for (const result of ["stored", "linked"]) this.pageStoreBytes.inc({ result }, 0);
+  }
+
+  checkpointPhases(phases: Partial<Record<CheckpointPhaseName, number>>): void {
+    for (const [name, ms] of Object.entries(phases) as Array<[CheckpointPhaseName, number | undefined]>) {
+      if (ms !== undefined && PHASE_LABEL[name])
+        this.checkpointPhaseSeconds.observe({ phase: PHASE_LABEL[name] }, ms / 1000);
+    }
+  }
+
+  pageStore(outcome: "stored" | "failure" | "linked" | "refused", bytes?: number): void {
+    this.pageStoreOps.inc({ result: outcome });
+    if (bytes && (outcome === "stored" || outcome === "linked"))
+      this.pageStoreBytes.inc({ result: outcome }, bytes);
   }
 
   phase(phase: Phase, ms: number): void {

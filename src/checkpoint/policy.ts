@@ -10,6 +10,7 @@ import {
   decideAdmission,
   type LimitRaise,
   limitRaises,
+  type VramEstimate,
   type VramEstimator,
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
@@ -63,6 +64,8 @@ export interface Admission {
   snapshot: GpuSnapshot;
   /** Memory limits to raise for the GPU stage (the container's and those above it). */
   raises: LimitRaise[];
+  /** The VRAM the freeze will stage, when admission asked (the disk admission uses it too). */
+  estimate?: VramEstimate;
 }
 
 export interface CheckpointPolicy {
@@ -114,7 +117,7 @@ export class NodePolicy implements CheckpointPolicy {
     };
     const raises = estimate.bytes !== undefined ? limitRaises(levels, estimate.bytes) : [];
     if (!this.options.admission.enabled)
-      return { verdict: { ok: true, note: "admission off" }, snapshot, raises };
+      return { verdict: { ok: true, note: "admission off" }, snapshot, raises, estimate };
     const memAvailable = await (this.options.memAvailable ?? memAvailableBytes)();
     const verdict = decideAdmission({
       containerId: ctx.containerId,
@@ -126,7 +129,7 @@ export class NodePolicy implements CheckpointPolicy {
       { containerId: ctx.containerId, ...ctx.names, estimate, memAvailable, raises, ok: verdict.ok },
       "host-RAM admission",
     );
-    return { verdict, snapshot, raises };
+    return { verdict, snapshot, raises, estimate };
   }
 
   async admitRestore(

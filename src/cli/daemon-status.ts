@@ -1,5 +1,10 @@
 import { askDaemon } from "../daemon/client.js";
-import type { ContainerActivity, DaemonStatusData, LastOperationStatus } from "../daemon/protocol.js";
+import type {
+  CheckpointPhasesMs,
+  ContainerActivity,
+  DaemonStatusData,
+  LastOperationStatus,
+} from "../daemon/protocol.js";
 
 export type DaemonStatus = ({ reachable: true } & DaemonStatusData) | { reachable: false; error: string };
 
@@ -49,10 +54,21 @@ export async function fetchDaemonStatus(socket: string, timeoutMs = 2000): Promi
                 ok: l.ok === true,
                 at: text(l.at),
                 ...(typeof l.error === "string" ? { error: l.error } : {}),
+                ...(isObject(l.phasesMs) ? { phasesMs: phases(l.phasesMs) } : {}),
+                ...(typeof l.checkpointId === "string" ? { checkpointId: l.checkpointId } : {}),
               },
             ]
           : [],
       ),
+      ...(isObject(data.pageStore) && typeof data.pageStore.dir === "string"
+        ? {
+            pageStore: {
+              dir: data.pageStore.dir,
+              node: text(data.pageStore.node),
+              keep: Number(data.pageStore.keep) || 0,
+            },
+          }
+        : {}),
     };
   } catch (err) {
     return { reachable: false, error: (err as Error).message };
@@ -63,3 +79,5 @@ type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
 const list = (v: unknown): Json[] => (Array.isArray(v) ? v.filter(isObject) : []);
 const text = (v: unknown): string => (typeof v === "string" ? v : "");
+const phases = (v: Json): CheckpointPhasesMs =>
+  Object.fromEntries(Object.entries(v).filter(([, ms]) => typeof ms === "number")) as CheckpointPhasesMs;

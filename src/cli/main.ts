@@ -21,6 +21,8 @@ const COMMANDS: Record<string, () => Promise<CommandModule<any, any>>> = {
   migrate: async () => (await import("./commands/migrate.js")).migrateCommand,
   install: async () => (await import("./commands/install.js")).installCommand,
   uninstall: async () => (await import("./commands/uninstall.js")).uninstallCommand,
+  archive: async () => (await import("./commands/archive.js")).archiveCommand,
+  store: async () => (await import("./commands/store.js")).storeCommand,
 };
 
 const args = hideBin(process.argv);

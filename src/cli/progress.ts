@@ -9,6 +9,8 @@ export interface ProgressOptions {
   /** How long a step may run before a terminal shows a ticking line (ms). */
   quietMs?: number;
   tickMs?: number;
+  /** What a terminal's ticking line adds after the time (e.g. "4.1 of 16.0 GiB"), asked at each tick. */
+  detail?: () => string;
 }
 
 export const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
@@ -30,7 +32,10 @@ export async function withProgress<T>(
   let timer: NodeJS.Timeout | undefined;
   const draw = () => {
     shown = true;
-    stream.write(`\r\x1b[2K${label}… ${Math.floor((Date.now() - started) / 1000)} s`);
+    const detail = opts.detail?.();
+    stream.write(
+      `\r\x1b[2K${label}… ${Math.floor((Date.now() - started) / 1000)} s${detail ? ` (${detail})` : ""}`,
+    );
   };
   if (tty) {
     timer = setTimeout(function tick() {

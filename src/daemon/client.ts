@@ -15,7 +15,7 @@ export function askDaemon(
   socketPath: string,
   request: DaemonRequest,
   timeoutMs: number,
-  maxReplyBytes = request.kind === "status" ? MAX_STATUS_REPLY_BYTES : MAX_HOOK_REPLY_BYTES,
+  maxReplyBytes = request.kind === "hook" ? MAX_HOOK_REPLY_BYTES : MAX_STATUS_REPLY_BYTES,
 ): Promise<DaemonReply> {
   const deadline = Deadline.after(timeoutMs, { what: "the kybernate daemon's reply" });
   const socket = connect(socketPath);

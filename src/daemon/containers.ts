@@ -8,6 +8,7 @@ import type {
   ManagedContainer,
   OperationKind,
 } from "./protocol.js";
+import type { CheckpointRun } from "./timeline.js";
 
 /** Pod and container names for logs, as the NRI plugin saw them. */
 export interface ContainerNames {
@@ -32,6 +33,8 @@ interface ContainerRecord {
   plan?: { value: RestorePlan | undefined };
   /** Removed by the runtime while an operation ran: forgotten when it ends. */
   removed?: boolean;
+  /** The checkpoint in flight, from its pre-dump to its resume: its timeline and the page store's part. */
+  run?: CheckpointRun;
 }
 
 /**
@@ -119,6 +122,30 @@ export class Containers {
 
   last(id: string): LastOperation | undefined {
     return this.records.get(id)?.last;
+  }
+
+  /** Adds a checkpoint's phases (known only once containerd resumed it) to the container's last operation. */
+  annotateLast(
+    id: string,
+    extra: Partial<Pick<LastOperation, "phasesMs" | "checkpointId" | "ok" | "error">>,
+  ): void {
+    const last = this.records.get(id)?.last;
+    if (last) Object.assign(last, extra);
+  }
+
+  setRun(id: string, run: CheckpointRun): void {
+    this.record(id).run = run;
+  }
+
+  run(id: string): CheckpointRun | undefined {
+    return this.records.get(id)?.run;
+  }
+
+  takeRun(id: string): CheckpointRun | undefined {
+    const r = this.records.get(id);
+    const run = r?.run;
+    if (r) r.run = undefined;
+    return run;
   }
 
   /** Keeps pre-restore's plan for the post-resume that follows. */

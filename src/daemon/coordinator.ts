@@ -1,4 +1,5 @@
 import { Deadline } from "../base/deadline.js";
+import { postDump } from "./post-dump.js";
 import { preDump } from "./pre-dump.js";
 import { type DaemonReply, HOOK_REPLY_MARGIN_MS, type HookRequest } from "./protocol.js";
 import { recover, repairStranded } from "./repair.js";
@@ -20,6 +21,16 @@ export class Coordinator {
 
   async handle(request: HookRequest): Promise<DaemonReply> {
     const { containers, log } = this.ctx;
+    // Post-dump is part of the checkpoint whose watcher holds the container's slot: it joins that operation.
+    const joining = request.action === "post-dump" ? this.watchers.active(request.containerId) : undefined;
+    if (joining) {
+      const deadline = this.stageDeadline(request);
+      try {
+        return await postDump(this.ctx, request, deadline, joining);
+      } finally {
+        deadline.dispose();
+      }
+    }
     const begun = containers.begin(request.containerId, request.action);
     if (!begun.ok) {
       log.warn(
@@ -40,6 +51,8 @@ export class Coordinator {
           }
           return result.reply;
         }
+        case "post-dump":
+          return await postDump(this.ctx, request, deadline);
         case "pre-restore":
           return await preRestore(this.ctx, request);
         case "post-resume":

@@ -7,6 +7,7 @@ import type { OperationRecord } from "../gpu/engine.js";
 import { ProcessState } from "../gpu/types.js";
 import { undoCheckpoint } from "./bring-back.js";
 import { CheckpointCaller } from "./checkpoint-caller.js";
+import { beforeGpuStage, gpuStageDone } from "./checkpoint-run.js";
 import type { JournalEntry } from "./journal.js";
 import type { DaemonReply, HookRequest } from "./protocol.js";
 import { describeFailure, fail, stageLog } from "./report.js";
@@ -119,6 +120,7 @@ async function preDumpStage(
     return next ? { reply: moved.reply, watch: next } : { reply: moved.reply };
   }
   const entry = await watching(ctx, moved.entry);
+  gpuStageDone(ctx, request.containerId, moved.record);
   ctx.metrics.result("checkpoint", "success");
   log.info(
     { pids: entry.pids, ms: Math.round(performance.now() - started.perf), phasesMs: moved.record.phasesMs },
@@ -206,6 +208,12 @@ async function moveToHost(
     if (!admission.verdict.ok) {
       ctx.metrics.result("checkpoint", "refused");
       return { kind: "untouched", reply: fail(ctx, request, admission.verdict.error) };
+    }
+    const estimate = admission.estimate;
+    const ahead = await beforeGpuStage(ctx, { request, caller, container, startedAt: started.at, estimate });
+    if (!ahead.ok) {
+      ctx.metrics.result("checkpoint", "refused");
+      return { kind: "untouched", reply: fail(ctx, request, ahead.error) };
     }
     const raised = await raiseLimits(ctx, request, levels[0]?.dir, admission.raises);
     if (raised) return { kind: "untouched", reply: raised };

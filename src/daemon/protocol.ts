@@ -3,7 +3,7 @@
 
 import type { GpuRequest } from "../checkpoint/gpu-request.js";
 
-export type HookAction = "pre-dump" | "pre-restore" | "post-resume";
+export type HookAction = "pre-dump" | "post-dump" | "pre-restore" | "post-resume";
 
 /** What the status reply calls a finished GPU operation. */
 export type OperationKind = "checkpoint" | "restore" | "repair";
@@ -32,7 +32,13 @@ export interface StatusRequest {
   kind: "status";
 }
 
-export type DaemonRequest = HookRequest | StatusRequest;
+/** The node's page store, for `kybernate store`, and an archive's path from `kybernate checkpoint`. */
+export type StoreRequest =
+  | { kind: "store"; op: "ls" }
+  | { kind: "store"; op: "gc"; keep?: number }
+  | { kind: "store"; op: "archive"; checkpointId: string; path: string };
+
+export type DaemonRequest = HookRequest | StatusRequest | StoreRequest;
 
 export interface DaemonReply {
   ok: boolean;
@@ -59,6 +65,8 @@ export interface ManagedContainer {
   podIps?: string[];
   /** How its CRIU configuration has CRIU dump established TCP connections. */
   tcp?: "established" | "close";
+  /** false: the pod or container says `kybernate.io/page-store: "false"`, its checkpoints stay self-contained. */
+  pageStore?: boolean;
 }
 
 /** A GPU stage in flight. */
@@ -68,6 +76,17 @@ export interface ContainerActivity {
   since: string;
 }
 
+/** Where a checkpoint's time went, as kybernate saw it (ms); see daemon/timeline.ts. */
+export interface CheckpointPhasesMs {
+  preDump?: number;
+  gpuFreeze?: number;
+  criuDump?: number;
+  pageStore?: number;
+  untilResume?: number;
+  gpuThaw?: number;
+  total?: number;
+}
+
 /** How a container's last GPU stage ended. */
 export interface LastOperationStatus {
   containerId: string;
@@ -75,10 +94,16 @@ export interface LastOperationStatus {
   ok: boolean;
   at: string;
   error?: string;
+  /** A checkpoint's phases (kept after the resume watcher saw it end). */
+  phasesMs?: CheckpointPhasesMs;
+  /** The page store's id of the checkpoint, when its pages went there. */
+  checkpointId?: string;
 }
 
 export interface DaemonStatusData {
   managed: ManagedContainer[];
   busy: ContainerActivity[];
   last: LastOperationStatus[];
+  /** The node's page store, when kybernate runs with one. */
+  pageStore?: { dir: string; node: string; keep: number };
 }

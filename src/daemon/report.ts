@@ -20,7 +20,8 @@ export function fail(
   record?: OperationRecord,
 ): DaemonReply {
   ctx.log.error({ containerId: request.containerId, action: request.action, error }, "GPU stage failed");
-  ctx.containers.finished(request.containerId, request.action === "pre-dump" ? "checkpoint" : "restore", {
+  const kind = request.action === "pre-dump" || request.action === "post-dump" ? "checkpoint" : "restore";
+  ctx.containers.finished(request.containerId, kind, {
     ok: false,
     error,
     ...(record ? { record } : {}),

@@ -7,6 +7,7 @@ import { bringBack } from "./bring-back.js";
 import type { JournalEntry } from "./journal.js";
 import type { DaemonReply, HookRequest } from "./protocol.js";
 import { describeFailure, fail, stageLog } from "./report.js";
+import { linkPages, releasePages } from "./restore-pages.js";
 import type { ContainerOnHost, StageContext } from "./stage-context.js";
 
 /**
@@ -22,8 +23,14 @@ export async function preRestore(ctx: StageContext, request: HookRequest): Promi
     ctx.metrics.result("restore", "refused");
     return fail(ctx, request, `${plan.error}; nothing was restored (the checkpoint archive is unchanged)`);
   }
+  const pages = await linkPages(ctx, request, log);
+  if (!pages.ok) {
+    ctx.metrics.result("restore", "refused");
+    return fail(ctx, request, `${pages.error}; nothing was restored (the checkpoint archive is unchanged)`);
+  }
   const refused = await raiseLimitsForRestore(ctx, request, plan);
   if (refused) {
+    await releasePages(ctx, request.containerId);
     ctx.metrics.result("restore", "refused");
     return fail(ctx, request, `${refused}; nothing was restored (the checkpoint archive is unchanged)`);
   }
@@ -45,6 +52,7 @@ export async function postResume(
   deadline: Deadline,
 ): Promise<DaemonReply> {
   const log = stageLog(ctx, request.containerId, "post-resume");
+  await releasePages(ctx, request.containerId);
   const kept = ctx.containers.takePlan(request.containerId);
   let pids: number[];
   try {

@@ -1,6 +1,7 @@
 import { Deadline, delay } from "../base/deadline.js";
 import type { Logger } from "../base/log.js";
 import { bringBack } from "./bring-back.js";
+import { markResumed, reportCheckpoint } from "./checkpoint-run.js";
 import type { Watch } from "./pre-dump.js";
 import { describeFailure, stageLog } from "./report.js";
 import type { StageContext } from "./stage-context.js";
@@ -20,6 +21,8 @@ const RESUME_CALL_MS = 10_000;
  */
 export class ResumeWatchers {
   private readonly running = new Set<Promise<void>>();
+  /** The watch of each container whose checkpoint is in flight: its post-dump joins it. */
+  private readonly watches = new Map<string, Watch>();
   /** Set by close(): watchers keep going until then, so a resume that is already coming is still handled. */
   private giveUpAt = Number.POSITIVE_INFINITY;
 
@@ -28,6 +31,7 @@ export class ResumeWatchers {
   /** Watches a container whose operation slot the caller holds; the slot is released when the watch ends. */
   start(watch: Watch): void {
     const { containerId } = watch.entry;
+    this.watches.set(containerId, watch);
     const watcher = this.awaitResumeAndThaw(watch)
       .catch((error) => this.ctx.log.error({ err: error, containerId }, "resume watcher failed"))
       // The GPU state is back (or the container gone): the limits raised for its stage can go back too.
@@ -35,11 +39,19 @@ export class ResumeWatchers {
         await this.ctx.limits.settleContainer(containerId);
       })
       .catch((error) => this.ctx.log.error({ err: error, containerId }, "memory limits not settled"))
+      .then(() => reportCheckpoint(this.ctx, containerId))
+      .catch((error) => this.ctx.log.warn({ err: error, containerId }, "checkpoint phases not reported"))
       .finally(() => {
+        if (this.watches.get(containerId) === watch) this.watches.delete(containerId);
         this.ctx.containers.end(containerId);
         this.running.delete(watcher);
       });
     this.running.add(watcher);
+  }
+
+  /** The watch of the container's checkpoint in flight, if any (its slot is the watcher's). */
+  active(containerId: string): Watch | undefined {
+    return this.watches.get(containerId);
   }
 
   async close(): Promise<void> {
@@ -93,10 +105,13 @@ export class ResumeWatchers {
       if (!frozen && !traced) {
         if (alive.length === 0) {
           // Nothing was moved to host memory: containerd (or kybernate for it) resumed the container; done.
+          markResumed(ctx, entry.containerId);
           await ctx.journal.complete(entry.id);
           return;
         }
+        markResumed(ctx, entry.containerId);
         const record = await bringBack(ctx, alive, { log, deviceMap: entry.deviceMap });
+        markResumed(ctx, entry.containerId, record);
         await ctx.journal.complete(entry.id);
         ctx.metrics.record(record);
         // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.

@@ -5,10 +5,13 @@ import { dirname } from "node:path";
 import { containerIdProblem } from "../base/container-id.js";
 import type { Logger } from "../base/log.js";
 import type { Coordinator } from "./coordinator.js";
-import type { DaemonReply, DaemonRequest, DaemonStatusData } from "./protocol.js";
+import type { DaemonReply, DaemonRequest, DaemonStatusData, StoreRequest } from "./protocol.js";
 
 /** Status the CLI (`kybernate ps`) shows: what is in flight and how each container's last operation went. */
 export type StatusProvider = () => DaemonStatusData;
+
+/** Answers `kybernate store` and `kybernate checkpoint`'s archive path (absent: no page store on this node). */
+export type StoreHandler = (request: StoreRequest) => Promise<DaemonReply>;
 
 const MAX_REQUEST_BYTES = 64 * 1024;
 
@@ -71,6 +74,7 @@ export async function startDaemonServer(
   coordinator: Coordinator,
   status: StatusProvider,
   log: Logger,
+  store?: StoreHandler,
 ): Promise<Server> {
   assertSocketPathFits(socketPath);
   await preparePrivateDir(dirname(socketPath));
@@ -79,7 +83,7 @@ export async function startDaemonServer(
   const server = createServer((socket) => {
     open.add(socket);
     socket.once("close", () => open.delete(socket));
-    serve(socket, coordinator, status, log);
+    serve(socket, coordinator, status, log, store);
   });
   connections.set(server, open);
   await new Promise<void>((resolve, reject) => {
@@ -144,7 +148,13 @@ function kindOf(s: Stats): string {
 }
 
 /** One request per connection: once its line is in, nothing more is read into it, so it runs once. */
-function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider, log: Logger): void {
+function serve(
+  socket: Socket,
+  coordinator: Coordinator,
+  status: StatusProvider,
+  log: Logger,
+  store: StoreHandler | undefined,
+): void {
   let buffered = "";
   let taken = false;
   let answered = false;
@@ -173,6 +183,14 @@ function serve(socket: Socket, coordinator: Coordinator, status: StatusProvider,
       return reply({ ok: false, error: (error as Error).message });
     }
     if (request.kind === "status") return reply({ ok: true, data: status() });
+    if (request.kind === "store") {
+      if (!store)
+        return reply({
+          ok: false,
+          error: "kybernate runs without a page store on this node (kybernate run --page-store DIR)",
+        });
+      return void store(request).then(reply, (error: Error) => reply({ ok: false, error: error.message }));
+    }
     coordinator.handle(request).then(reply, (error: Error) => {
       log.error({ err: error }, "hook request failed");
       reply({ ok: false, error: error.message });
@@ -189,8 +207,9 @@ function parseRequest(line: string): DaemonRequest {
   }
   const request = value as Partial<DaemonRequest> & Record<string, unknown>;
   if (request.kind === "status") return { kind: "status" };
+  if (request.kind === "store") return parseStoreRequest(request as Record<string, unknown>);
   if (request.kind !== "hook") throw new Error(`unknown request kind "${String(request.kind)}"`);
-  if (request.action !== "pre-dump" && request.action !== "pre-restore" && request.action !== "post-resume") {
+  if (!HOOK_ACTIONS.has(String(request.action))) {
     throw new Error(`unknown hook action "${String(request.action)}"`);
   }
   const fields =
@@ -205,4 +224,21 @@ function parseRequest(line: string): DaemonRequest {
   const problem = containerIdProblem(request.containerId);
   if (problem) throw new Error(`hook request field containerId: ${problem}`);
   return request as DaemonRequest;
+}
+
+const HOOK_ACTIONS = new Set(["pre-dump", "post-dump", "pre-restore", "post-resume"]);
+
+function parseStoreRequest(r: Record<string, unknown>): StoreRequest {
+  if (r.op === "ls") return { kind: "store", op: "ls" };
+  if (r.op === "gc") {
+    if (r.keep !== undefined && !(Number.isInteger(r.keep) && (r.keep as number) >= 0))
+      throw new Error("store request field keep must be a whole number >= 0");
+    return { kind: "store", op: "gc", ...(r.keep !== undefined ? { keep: r.keep as number } : {}) };
+  }
+  if (r.op === "archive") {
+    if (typeof r.checkpointId !== "string" || typeof r.path !== "string" || !r.path.startsWith("/"))
+      throw new Error("store request archive needs checkpointId and an absolute path");
+    return { kind: "store", op: "archive", checkpointId: r.checkpointId, path: r.path };
+  }
+  throw new Error(`unknown store request "${String(r.op)}"`);
 }

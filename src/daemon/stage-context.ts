@@ -7,6 +7,7 @@ import type { Discovery } from "../gpu/discovery.js";
 import type { GpuEngine } from "../gpu/engine.js";
 import type { MemoryLevel } from "../host/cgroup.js";
 import type { ProcessIdentity } from "../host/proc.js";
+import type { CheckpointExtras } from "./checkpoint-extras.js";
 import type { Containers } from "./containers.js";
 import type { Journal } from "./journal.js";
 import type { MemoryLimits } from "./memory-limits.js";
@@ -82,4 +83,6 @@ export interface StageContext {
   host: HostView;
   runtime: TaskRuntime;
   timing: StageTiming;
+  /** The page store, disk admission, deadline hint and phase breakdown (checkpoint-extras.ts); absent in old rigs. */
+  checkpoint?: CheckpointExtras;
 }

@@ -18,7 +18,12 @@ export interface CriuConfigOptions {
   timeoutS: number;
   /** How long the hook waits for the daemon's answer (the GPU budget plus the daemon's margin). */
   hookTimeoutMs: number;
+  /** kybernate runs with a page store: the hook asks the daemon at post-dump, and CRIU must never dedup. */
+  pageStore?: boolean;
 }
+
+/** The file the action script touches at CRIU's post-dump when the daemon is not asked: the dump's end. */
+export const POST_DUMP_STAMP = "post-dump";
 
 export interface ContainerCriuFiles {
   dir: string;
@@ -58,14 +63,19 @@ export function renderCriuConfig(
     tcp === "close" ? "tcp-close" : "tcp-established",
   ];
   if (options.networkLock) lines.push(`network-lock ${options.networkLock}`);
+  // Restored pages are hard links to the page store's copy: auto-dedup would punch holes into it. Last, so that
+  // nothing before it (runc's RPC options) turns it on.
+  if (options.pageStore) lines.push("no-auto-dedup");
   return `${lines.join("\n")}\n`;
 }
 
 export function renderActionScript(containerId: string, options: CriuConfigOptions): string {
+  const dir = criuFilesFor(options.stateDir, containerId).dir;
+  const store = options.pageStore ? ` KYBERNATE_PAGE_STORE='1'` : "";
   return [
     "#!/bin/sh",
     "# CRIU action script for one container: names it and hands over to the kybernate hook.",
-    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' KYBERNATE_NODE='${options.node}' KYBERNATE_HOOK_TIMEOUT_MS='${Math.round(options.hookTimeoutMs)}' exec '${options.hookPath}'`,
+    `KYBERNATE_CONTAINER_ID='${containerId}' KYBERNATE_SOCKET='${options.daemonSocket}' KYBERNATE_NODE='${options.node}' KYBERNATE_HOOK_TIMEOUT_MS='${Math.round(options.hookTimeoutMs)}' KYBERNATE_CONTAINER_DIR='${dir}'${store} exec '${options.hookPath}'`,
     "",
   ].join("\n");
 }

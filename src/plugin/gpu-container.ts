@@ -1,6 +1,13 @@
 import type { Container, PodSandbox } from "../nri/types.js";
 
 export const CHECKPOINT_ANNOTATION = "kybernate.io/checkpoint";
+/** `"false"` on the pod or the container: its checkpoints stay self-contained although the node has a page store. */
+export const PAGE_STORE_ANNOTATION = "kybernate.io/page-store";
+
+/** Whether the container (or its pod) opted out of the node's page store; the container's word wins. */
+export function pageStoreOptedOut(pod: PodSandbox, container: Container): boolean {
+  return (container.annotations[PAGE_STORE_ANNOTATION] ?? pod.annotations[PAGE_STORE_ANNOTATION]) === "false";
+}
 
 export type GpuVerdict = { gpu: true; reason: string } | { gpu: false; reason: string };
 

@@ -1,7 +1,8 @@
 /**
  * kybernate's layers, as the folders of src/ name them, and what each may import. Dependencies point one way:
  * base → host → wire → nri → plugin; gpu → checkpoint → daemon → agent → cli and hook; admin (node
- * administration) on host; cri and image are leaves only the CLI uses; containerd (its Tasks API) a leaf the daemon uses. Checked by dependency-cruiser in npm test.
+ * administration) on host; cri and image are leaves only the CLI uses; containerd (its Tasks API) a leaf the daemon
+ * uses; store (the node's page store) on host, for the daemon and the CLI. Checked by dependency-cruiser in npm test.
  */
 import { cruise, type IForbiddenRuleType } from "dependency-cruiser";
 
@@ -14,8 +15,10 @@ export const LAYERS: Record<string, readonly string[]> = {
   plugin: ["base", "host", "wire", "nri"],
   gpu: ["base", "host"],
   checkpoint: ["base", "host", "gpu"],
-  daemon: ["base", "host", "gpu", "checkpoint", "containerd"],
-  agent: ["base", "host", "wire", "nri", "plugin", "gpu", "checkpoint", "daemon", "containerd"],
+  // The node's page store: page images out of CRIU's image directory and back, archives rewritten around it.
+  store: ["base", "host"],
+  daemon: ["base", "host", "gpu", "checkpoint", "containerd", "store"],
+  agent: ["base", "host", "wire", "nri", "plugin", "gpu", "checkpoint", "daemon", "containerd", "store"],
   // The hook runs while a container is frozen: the daemon's client and protocol, the freezer, nothing more.
   hook: ["base", "host", "daemon"],
   admin: ["base", "host", "checkpoint"],
@@ -38,6 +41,7 @@ export const LAYERS: Record<string, readonly string[]> = {
     "cri",
     "containerd",
     "image",
+    "store",
   ],
 };
 

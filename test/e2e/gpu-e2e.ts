@@ -7,11 +7,17 @@
  * --via-image the restore goes the Kubernetes way instead: the archive becomes a checkpoint image pushed to the
  * node's registry (kybernate image build), and the restored container is created from that image as the kubelet
  * creates it (PullImage, then CreateContainer with the image id), with the time of each step.
+ * With --page-store DIR (or auto: beside containerd's temp dir) kybernate runs with its node page store; with
+ * --self-contained-gib the listed sizes run once more without it. Every case prints kybernate's phases (GPU freeze,
+ * CRIU's dump, the page store, the rest until the resume), containerd's (sampled from its directories), the peak
+ * extra disk, and — with --disk-floor-gib N — the node floor measured in the same run: the GPU freeze plus one
+ * write+fsync of the CRIU image at the disk's bandwidth (restore: one read of it plus the driver's restore).
+ * --deadline S makes CheckpointContainer a kubelet-shaped call with that gRPC deadline.
  * Run through test/e2e/gpu-e2e.sh, which brings up the node. Nothing here knows the machine: paths are options.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../../src/base/paths.js";
@@ -19,12 +25,17 @@ import { buildImage } from "../../src/cli/commands/image.js";
 import { initPidOf } from "../../src/cli/resolve.js";
 import type { DeviceSpec, MountSpec } from "../../src/cri/client.js";
 import type { In, PodSandboxConfig } from "../../src/cri/types.js";
+import { askDaemon } from "../../src/daemon/client.js";
 import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { openBackend } from "../../src/gpu/select-backend.js";
+import { PAGES_MANIFEST, parseManifest } from "../../src/store/manifest.js";
+import { readTarMember, TarReader } from "../../src/store/tar.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode } from "../support/testnode.js";
+import { ContainerdSampler, type SampledPhases } from "./containerd-sampler.js";
+import { type DiskBandwidth, evict, gbps, measureDisk } from "./disk-floor.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -45,6 +56,11 @@ const { values: opt } = parseArgs({
     scratch: { type: "string", default: "/tmp/kybernate-e2e" },
     "via-image": { type: "boolean", default: false },
     out: { type: "string" },
+    "kybernate-log": { type: "string" },
+    "page-store": { type: "string" },
+    "self-contained-gib": { type: "string", default: "" },
+    "disk-floor-gib": { type: "string", default: "0" },
+    deadline: { type: "string", default: "600" },
   },
 });
 
@@ -57,6 +73,12 @@ const floorSizes = new Set(opt.floor.split(",").filter(Boolean).map(Number));
 const node = loadTestNode();
 const cri = new TestCriClient(node.criSocket);
 const scratch = opt.scratch;
+// up.sh gives containerd `temp = <node>/tmp` beside its root: CRIU's image directories are made there.
+const containerdTemp = join(dirname(node.root), "tmp");
+const storeDir = opt["page-store"] === "auto" ? join(dirname(node.root), "page-store") : opt["page-store"];
+const selfContainedSizes = opt["self-contained-gib"].split(",").filter(Boolean).map(Number);
+const deadlineS = Number(opt.deadline);
+const diskFloorGib = Number(opt["disk-floor-gib"]);
 rmSync(scratch, { recursive: true, force: true });
 mkdirSync(scratch, { recursive: true });
 const repo = packageRoot;
@@ -215,8 +237,11 @@ async function logSince(
   return kyb.waitForLog((l) => String(l.msg).startsWith(msg) && extra(l), { since: mark, timeoutMs });
 }
 
+type Mode = "store" | "self-contained";
+
 interface Row {
   gib: number;
+  mode: Mode;
   ckptMs: number;
   preDumpMs: number;
   freezeMs: number;
@@ -231,11 +256,44 @@ interface Row {
   /** --via-image: the image built from the archive and pushed, then pulled by the runtime. */
   image?: { buildPushMs: number; layerMiB: number; pullMs: number };
   floor?: { freezeMs: number; criuMs: number; thawMs: number };
+  /** What CRIU wrote: the archive's checkpoint/ members plus the page images in the store. */
+  imageBytes: number;
+  /** kybernate's own breakdown (its "checkpoint phases" log line), ms. */
+  phasesMs: Record<string, number>;
+  /** containerd's steps, sampled from its directories. */
+  containerd: SampledPhases;
+  peakExtraPerVramGiB: number;
+  /** The node floor (--disk-floor-gib): GPU freeze + image / write bandwidth; restore: image / read + GPU thaw. */
+  nodeFloor?: { checkpointMs: number; restoreMs: number };
 }
 
-async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
-  const c = makeCase(gib, `case-${gib}`);
-  const original = await pod(`gpu-${workload}-${gib}`, c);
+let caseNumber = 0;
+
+/** The node's disk bandwidth (--disk-floor-gib), measured once at the start of the run. */
+let disk: DiskBandwidth | undefined;
+
+/** The kubelet's file name for a checkpoint archive. */
+const kubeletName = (podName: string) =>
+  `checkpoint-${podName}_kybernate-e2e-gpu-${new Date().toISOString().replace(/\.\d+Z$/, "Z")}.tar`;
+
+/** Sizes of an archive's checkpoint/ members (CRIU's images and kybernate's files). */
+async function checkpointMemberBytes(archive: string): Promise<number> {
+  const reader = await TarReader.open(archive);
+  let sum = 0;
+  try {
+    for (let h = await reader.next(); h; h = await reader.next())
+      if (/^(\.\/)?checkpoint\//.test(h.name)) sum += h.size;
+  } finally {
+    await reader.close();
+  }
+  return sum;
+}
+
+async function runCase(kyb: KybernateProcess, gib: number, mode: Mode): Promise<Row> {
+  // A directory of its own per case: a status file left by an earlier case of the same size would look running.
+  const c = makeCase(gib, `case-${mode}-${gib}-${++caseNumber}`);
+  const podName = `gpu-${workload}-${gib}-${mode === "store" ? "s" : "f"}`;
+  const original = await pod(podName, c);
   const id = await cri.createContainer(original.podId, original.config, {
     name: "gpu",
     image: node.image,
@@ -243,16 +301,38 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
     ...c.spec,
   });
   await cri.startContainer(id);
-  const before = await waitStatus(c, id, (s) => s.counter > 3, `${gib} GiB workload running`);
-  const archive = join(scratch, `ckpt-${gib}.tar`);
+  const before = await waitStatus(c, id, (s) => s.counter > 3, `${gib} GiB workload running`, 600_000);
+  const archive = join(scratch, kubeletName(podName));
   const mark = kyb.logs.length;
+  const sampler = new ContainerdSampler({
+    temp: containerdTemp,
+    root: node.root,
+    containerId: id,
+    archive,
+    ...(mode === "store" && storeDir ? { store: storeDir } : {}),
+  });
+  sampler.start();
   const t0 = performance.now();
-  await cri.checkpoint(id, archive, 600);
+  try {
+    // As the kubelet calls it: the request's timeout (containerd ignores it) and the gRPC deadline.
+    await cri.rpc(
+      "CheckpointContainer",
+      { containerId: id, location: archive, timeout: deadlineS },
+      { timeoutMs: deadlineS * 1000 },
+    );
+  } catch (error) {
+    const sampled = sampler.stop();
+    throw new Error(
+      `${gib} GiB (${mode}): CheckpointContainer failed after ${ms(t0)} ms (deadline ${deadlineS} s): ${(error as Error).message}; sampled ${JSON.stringify(sampled)}`,
+    );
+  }
   const ckptMs = ms(t0);
+  const sampled = sampler.stop();
   const pre = await logSince(kyb, mark, "GPU state moved to host memory");
   const resumed = await logSince(kyb, mark, "container resumed; GPU state restored");
-  const freeze = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu checkpoint done"));
-  const thawAfter = kyb.logs.slice(mark).find((l) => String(l.msg).startsWith("gpu restore done"));
+  const phases = await logSince(kyb, mark, "checkpoint phases", (l) => l.containerId === id);
+  const freeze = kyb.logs.slice(mark).find((l) => /^gpu (freeze|checkpoint) done/.test(String(l.msg)));
+  const thawAfter = kyb.logs.slice(mark).find((l) => /^gpu (thaw|restore) done/.test(String(l.msg)));
   if (!resumed.ok) throw new Error(`${gib} GiB: GPU not restored after the checkpoint`);
   const goingOn = await waitStatus(
     c,
@@ -263,6 +343,11 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   if (goingOn.verifyFailures)
     throw new Error(`${gib} GiB: VRAM corrupted after the checkpoint: ${JSON.stringify(goingOn)}`);
   const archiveMiB = Math.round(statSync(archive).size / 2 ** 20);
+  const manifestBytes = await readTarMember(archive, `checkpoint/${PAGES_MANIFEST}`, 1 << 20);
+  const manifest = manifestBytes ? parseManifest(manifestBytes, archive) : undefined;
+  if (mode === "store" && !manifest) throw new Error(`${gib} GiB: the archive has no page manifest`);
+  const pageBytes = manifest?.files.reduce((sum, f) => sum + f.size, 0) ?? 0;
+  const imageBytes = (await checkpointMemberBytes(archive)) + pageBytes;
   await cri.stopAndRemovePod(original.podId);
   let image: { ref: string; buildPushMs: number; layerMiB: number } | undefined;
   if (opt["via-image"]) {
@@ -277,7 +362,13 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   const atCheckpoint = before.counter;
   for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true, recursive: true });
   if (workload === "torch") writeFileSync(join(c.statusDir, "loss.jsonl"), "");
-  const restored = await pod(`gpu-${workload}-${gib}-restored`, c);
+  // A cold restore: what it reads comes from the disk, as on a node that did not just write it.
+  evict(
+    manifest && storeDir
+      ? manifest.files.map((f) => join(storeDir, "checkpoints", manifest.checkpointId, f.name))
+      : [archive],
+  );
+  const restored = await pod(`${podName}-restored`, c);
   const mark2 = kyb.logs.length;
   const t1 = performance.now();
   const restoreSpec = {
@@ -291,18 +382,25 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
     // As the kubelet: pull the pod spec's image, then create the container from the id the runtime returned.
     const imageId = await cri.pullImage(image.ref, { podConfig: restored.config });
     pullMs = ms(t1);
-    rid = await cri.createContainer(restored.podId, restored.config, {
-      ...restoreSpec,
-      name: "gpu",
-      image: imageId,
-      userSpecifiedImage: image.ref,
-    });
+    rid = await cri.createContainer(
+      restored.podId,
+      restored.config,
+      {
+        ...restoreSpec,
+        name: "gpu",
+        image: imageId,
+        userSpecifiedImage: image.ref,
+      },
+      { timeoutMs: 600_000 },
+    );
   } else {
-    rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", restoreSpec);
+    rid = await cri.restoreFromArchive(restored.podId, restored.config, archive, "gpu", restoreSpec, {
+      timeoutMs: 600_000,
+    });
   }
   const createMs = ms(t1) - pullMs;
   const t2 = performance.now();
-  await cri.startContainer(rid);
+  await cri.startContainer(rid, { timeoutMs: 600_000 });
   const startMs = ms(t2);
   const post = await logSince(kyb, mark2, "GPU state restored", (l) => l.action === "post-resume");
   const planned = kyb.logs.slice(mark2).find((l) => l.msg === "restore planned");
@@ -319,12 +417,23 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
   if (opt["restore-devices"]) await checkMovedGpu(kyb, mark2, id, rid);
   await cri.stopAndRemovePod(restored.podId);
   rmSync(archive, { force: true });
+  // The next case needs the disk: the archive is gone, so is what the store kept for it.
+  if (mode === "store")
+    await askDaemon(kyb.socket, { kind: "store", op: "gc", keep: 0 }, 120_000).catch(() => undefined);
 
+  const thawMs = Math.round(
+    Number((post.phasesMs as Record<string, number>).restore ?? 0) +
+      Number((post.phasesMs as Record<string, number>).unlock ?? 0),
+  );
+  const freezeMs = Math.round(
+    Number((freeze?.record as { totalMs?: number } | undefined)?.totalMs ?? Number.NaN),
+  );
   const row: Row = {
     gib,
+    mode,
     ckptMs,
     preDumpMs: Number(pre.ms),
-    freezeMs: Math.round(Number((freeze?.record as { totalMs?: number } | undefined)?.totalMs ?? Number.NaN)),
+    freezeMs,
     criuMs: ckptMs - Number(pre.ms),
     resumeThawMs: Math.round(
       Number((thawAfter?.record as { totalMs?: number } | undefined)?.totalMs ?? Number.NaN),
@@ -334,13 +443,22 @@ async function runCase(kyb: KybernateProcess, gib: number): Promise<Row> {
     startMs,
     preRestoreMs: Number(planned?.ms ?? Number.NaN),
     postResumeMs: Math.round(Number(post.ms)),
-    thawMs: Math.round(
-      Number((post.phasesMs as Record<string, number>).restore ?? 0) +
-        Number((post.phasesMs as Record<string, number>).unlock ?? 0),
-    ),
+    thawMs,
+    imageBytes,
+    phasesMs: phases.phasesMs as Record<string, number>,
+    containerd: sampled,
+    peakExtraPerVramGiB: sampled.peakExtraBytes / (gib * 2 ** 30),
+    ...(disk
+      ? {
+          nodeFloor: {
+            checkpointMs: Math.round(freezeMs + (imageBytes / disk.writeBps) * 1000),
+            restoreMs: Math.round((imageBytes / disk.readBps) * 1000 + thawMs),
+          },
+        }
+      : {}),
   };
   if (image) row.image = { buildPushMs: image.buildPushMs, layerMiB: image.layerMiB, pullMs };
-  if (floorSizes.has(gib)) row.floor = await floor(gib);
+  if (floorSizes.has(gib) && mode === (storeDir ? "store" : "self-contained")) row.floor = await floor(gib);
   console.error(`[e2e] ${gib} GiB: ${JSON.stringify(row)}`);
   return row;
 }
@@ -459,14 +577,39 @@ function table(rows: Row[]): string {
   const lines = [
     `workload ${workload}, backend ${opt["gpu-backend"]}; times in ms`,
     "",
-    "| VRAM GiB | CRI checkpoint | pre-dump (kybernate) | GPU freeze | containerd+CRIU | GPU thaw after resume | archive MiB | restore create | restore start | pre-restore (kybernate) | post-resume (kybernate) | GPU thaw | floor: freeze + CRIU + thaw | checkpoint ÷ floor (freeze+CRIU) | kybernate own (pre-dump − freeze) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| VRAM GiB | mode | CRI checkpoint | pre-dump (kybernate) | GPU freeze | containerd+CRIU | GPU thaw after resume | archive MiB | restore create | restore start | pre-restore (kybernate) | post-resume (kybernate) | GPU thaw | floor: freeze + CRIU + thaw | checkpoint ÷ floor (freeze+CRIU) | kybernate own (pre-dump − freeze) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ];
   for (const r of rows) {
     const floorText = r.floor ? `${r.floor.freezeMs} + ${r.floor.criuMs} + ${r.floor.thawMs}` : "–";
     const ratio = r.floor ? (r.ckptMs / (r.floor.freezeMs + r.floor.criuMs)).toFixed(3) : "–";
     lines.push(
-      `| ${r.gib} | ${r.ckptMs} | ${r.preDumpMs} | ${f(r.freezeMs)} | ${r.criuMs} | ${f(r.resumeThawMs)} | ${r.archiveMiB} | ${r.createMs} | ${r.startMs} | ${f(r.preRestoreMs)} | ${r.postResumeMs} | ${r.thawMs} | ${floorText} | ${ratio} | ${f(r.preDumpMs - r.freezeMs)} |`,
+      `| ${r.gib} | ${r.mode} | ${r.ckptMs} | ${r.preDumpMs} | ${f(r.freezeMs)} | ${r.criuMs} | ${f(r.resumeThawMs)} | ${r.archiveMiB} | ${r.createMs} | ${r.startMs} | ${f(r.preRestoreMs)} | ${r.postResumeMs} | ${r.thawMs} | ${floorText} | ${ratio} | ${f(r.preDumpMs - r.freezeMs)} |`,
+    );
+  }
+  lines.push("", phaseTable(rows));
+  return lines.join("\n");
+}
+
+/** Where each checkpoint's time went (kybernate's phases, containerd's sampled ones) and the node floor. */
+function phaseTable(rows: Row[]): string {
+  const s = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? "–" : (ms / 1000).toFixed(1));
+  const lines = [
+    disk
+      ? `node floor: the disk of containerd's temp dir ${disk.dir}: write+fsync ${gbps(disk.writeBps)}, O_DIRECT read ${gbps(disk.readBps)} (${(disk.bytes / 2 ** 30).toFixed(0)} GiB each, this run); checkpoint floor = GPU freeze + image ÷ write, restore floor = image ÷ read + GPU thaw`
+      : "node floor: not measured (give --disk-floor-gib N)",
+    `CheckpointContainer as the kubelet sends it, gRPC deadline ${deadlineS} s; times in s`,
+    "",
+    "| VRAM GiB | mode | image GiB | CRI checkpoint | GPU freeze | CRIU dump | page store | post-dump → resume | after resume (export) | containerd: ingest | its fsync | unpack | export tar | peak extra disk ÷ VRAM | checkpoint floor | ckpt ÷ floor | restore create + start | restore floor | restore ÷ floor |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const r of rows) {
+    const p = r.phasesMs;
+    const afterResume = p.total !== undefined ? r.ckptMs - p.total : undefined;
+    const restore = r.createMs + r.startMs;
+    const fl = r.nodeFloor;
+    lines.push(
+      `| ${r.gib} | ${r.mode} | ${(r.imageBytes / 2 ** 30).toFixed(2)} | ${s(r.ckptMs)} | ${s(p.gpuFreeze)} | ${s(p.criuDump)} | ${s(p.pageStore)} | ${s(p.untilResume)} | ${s(afterResume)} | ${s(r.containerd.ingest?.ms)} | ${s(r.containerd.ingestSync?.ms)} | ${s(r.containerd.unpack?.ms)} | ${s(r.containerd.export?.ms)} | ${r.peakExtraPerVramGiB.toFixed(2)} | ${s(fl?.checkpointMs)} | ${fl ? (r.ckptMs / fl.checkpointMs).toFixed(2) : "–"} | ${s(restore)} | ${s(fl?.restoreMs)} | ${fl ? (restore / fl.restoreMs).toFixed(2) : "–"} |`,
     );
   }
   return lines.join("\n");
@@ -475,25 +618,55 @@ function table(rows: Row[]): string {
 async function main(): Promise<void> {
   await cri.pullImage(node.image);
   if (workload === "torch") await referenceRun();
-  const kyb = await startKybernate({
-    nriSocket: node.nriSocket,
-    args: [...backendArgs, "--gpu-budget", "600"],
-  });
+  if (storeDir) mkdirSync(storeDir, { recursive: true });
+  if (diskFloorGib > 0) {
+    mkdirSync(containerdTemp, { recursive: true });
+    disk = measureDisk(containerdTemp, diskFloorGib);
+    console.error(
+      `[e2e] disk of ${containerdTemp}: write+fsync ${gbps(disk.writeBps)}, read ${gbps(disk.readBps)} (${diskFloorGib} GiB)`,
+    );
+  }
+  const start = (store: boolean) =>
+    startKybernate({
+      nriSocket: node.nriSocket,
+      args: [
+        ...backendArgs,
+        "--gpu-budget",
+        "600",
+        ...(store && storeDir ? ["--page-store", storeDir, "--archive-dir", scratch] : []),
+      ],
+    });
   const rows: Row[] = [];
   let failure: unknown;
+  const plan: Array<{ mode: Mode; sizes: number[] }> = [
+    { mode: storeDir ? "store" : "self-contained", sizes },
+    ...(storeDir && selfContainedSizes.length
+      ? [{ mode: "self-contained" as Mode, sizes: selfContainedSizes }]
+      : []),
+  ];
+  let kyb: KybernateProcess | undefined;
+  const logs: Array<Record<string, unknown>> = [];
   try {
-    for (const gib of sizes) rows.push(await runCase(kyb, gib));
+    for (const step of plan) {
+      await kyb?.stop();
+      if (kyb) logs.push(...kyb.logs);
+      kyb = await start(step.mode === "store");
+      for (const gib of step.sizes) rows.push(await runCase(kyb, gib, step.mode));
+    }
   } catch (error) {
     failure = error;
     console.error(`[e2e] FAILED: ${(error as Error).message}`);
     console.error(
-      kyb.logs
+      (kyb?.logs ?? [])
         .slice(-25)
         .map((l) => JSON.stringify(l).slice(0, 600))
         .join("\n"),
     );
   } finally {
-    await kyb.stop();
+    await kyb?.stop();
+    if (kyb) logs.push(...kyb.logs);
+    if (opt["kybernate-log"])
+      writeFileSync(opt["kybernate-log"], logs.map((l) => `${JSON.stringify(l)}\n`).join(""));
     for (const p of await cri.listPodSandbox()) {
       if (p.metadata?.namespace === "kybernate-e2e") await cri.stopAndRemovePod(p.id).catch(() => undefined);
     }

@@ -1,8 +1,11 @@
 /**
- * Draws the GPU end-to-end figures (test/e2e/gpu-e2e.sh) as an SVG stacked-bar chart: per VRAM size one bar for
- * the CRI checkpoint (kybernate's own time, the driver's GPU freeze, containerd + CRIU) and one for the restore
- * (CreateContainer, StartContainer without the GPU thaw, the GPU thaw). It reads the `[e2e] N GiB: {json}` lines
- * of the script's log; when a size appears more than once the last line wins (a re-run replaces a run).
+ * Draws the GPU end-to-end figures (test/e2e/gpu-e2e.sh) as an SVG stacked-bar chart: per VRAM size (and mode:
+ * with the page store, self-contained) one bar for the CRI checkpoint and one for the restore (CreateContainer,
+ * StartContainer without the GPU thaw, the GPU thaw). A checkpoint bar is split into kybernate's own time, the
+ * driver's GPU freeze, CRIU's dump, the page store's stage and the rest of containerd's call when the line carries
+ * kybernate's phases, else into kybernate, the freeze and containerd + CRIU. With the node floor measured
+ * (--disk-floor-gib), a mark on each bar shows it. It reads the `[e2e] N GiB: {json}` lines of the script's log;
+ * when a size and mode appear more than once the last line wins (a re-run replaces a run).
  *
  *   node dist/test/e2e/plot-e2e.js e2e-cuda.log [--out chart.svg] [--title "…"]
  *
@@ -13,12 +16,15 @@ import { parseArgs } from "node:util";
 
 interface E2eRow {
   gib: number;
+  mode?: string;
   ckptMs: number;
   preDumpMs: number;
   freezeMs: number;
   createMs: number;
   startMs: number;
   thawMs: number;
+  phasesMs?: Record<string, number>;
+  nodeFloor?: { checkpointMs: number; restoreMs: number };
 }
 
 interface Segment {
@@ -27,8 +33,18 @@ interface Segment {
   ms: (r: E2eRow) => number;
 }
 
+const phase = (r: E2eRow, p: string): number => r.phasesMs?.[p] ?? 0;
 const checkpointSegments: Segment[] = [
-  { label: "containerd + CRIU", color: "#4e79a7", ms: (r) => r.ckptMs - r.preDumpMs },
+  {
+    label: "containerd (rest of the call)",
+    color: "#4e79a7",
+    ms: (r) =>
+      r.phasesMs
+        ? r.ckptMs - r.preDumpMs - phase(r, "criuDump") - phase(r, "pageStore")
+        : r.ckptMs - r.preDumpMs,
+  },
+  { label: "page store (post-dump)", color: "#b07aa1", ms: (r) => phase(r, "pageStore") },
+  { label: "CRIU dump", color: "#edc948", ms: (r) => phase(r, "criuDump") },
   { label: "GPU freeze (lock + checkpoint)", color: "#f28e2b", ms: (r) => r.freezeMs },
   { label: "kybernate own (pre-dump − GPU freeze)", color: "#e15759", ms: (r) => r.preDumpMs - r.freezeMs },
 ];
@@ -64,7 +80,7 @@ if (opt.out) writeFileSync(opt.out, svg);
 else process.stdout.write(svg);
 
 function parseLog(text: string, name: string): E2eRow[] {
-  const bySize = new Map<number, E2eRow>();
+  const bySize = new Map<string, E2eRow>();
   for (const line of text.split("\n")) {
     const m = /\[e2e\] (\d+(?:\.\d+)?) GiB: (\{.*\})\s*$/.exec(line);
     if (!m?.[2]) continue;
@@ -76,13 +92,13 @@ function parseLog(text: string, name: string): E2eRow[] {
         throw new Error(
           `${name}: the ${m[1]} GiB line has no numeric "${f}" (${JSON.stringify(raw[f])}); rerun that size`,
         );
-    bySize.set(raw.gib as number, raw as unknown as E2eRow);
+    bySize.set(`${raw.mode ?? ""} ${raw.gib}`, raw as unknown as E2eRow);
   }
   if (bySize.size === 0)
     throw new Error(
       `${name}: no "[e2e] N GiB: {…}" lines; give the log of a gpu-e2e.sh run that finished sizes`,
     );
-  return [...bySize.values()].sort((a, b) => a.gib - b.gib);
+  return [...bySize.values()].sort((a, b) => a.gib - b.gib || (a.mode ?? "").localeCompare(b.mode ?? ""));
 }
 
 function esc(s: string): string {
@@ -129,7 +145,7 @@ function render(data: E2eRow[], title: string, subtitle: string): string {
   out.push(
     `<line x1="${left}" x2="${left}" y1="${top}" y2="${top + plotH}" stroke="#333"/>`,
     `<text transform="translate(20 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">time (s)</text>`,
-    `<text x="${left + plotW / 2}" y="${H - 22}" text-anchor="middle">VRAM allocated by the workload (GiB); C = CRI checkpoint, R = restore (create + start)</text>`,
+    `<text x="${left + plotW / 2}" y="${H - 6}" text-anchor="middle">VRAM allocated by the workload (GiB); C = CRI checkpoint, R = restore (create + start)</text>`,
   );
   data.forEach((r, i) => {
     const cx = left + groupW * (i + 0.5);
@@ -138,6 +154,7 @@ function render(data: E2eRow[], title: string, subtitle: string): string {
       [restoreSegments, cx + 3, "R"],
     ];
     for (const [segments, x, tag] of bars) {
+      const floorMs = tag === "C" ? r.nodeFloor?.checkpointMs : r.nodeFloor?.restoreMs;
       let acc = 0;
       for (const seg of segments) {
         const s = seg.ms(r) / 1000;
@@ -147,6 +164,10 @@ function render(data: E2eRow[], title: string, subtitle: string): string {
         );
         acc += s;
       }
+      if (floorMs)
+        out.push(
+          `<line x1="${(x - 3).toFixed(1)}" x2="${(x + barW + 3).toFixed(1)}" y1="${y(floorMs / 1000).toFixed(1)}" y2="${y(floorMs / 1000).toFixed(1)}" stroke="#000" stroke-width="2" stroke-dasharray="4 2"><title>node floor: ${Math.round(floorMs)} ms</title></line>`,
+        );
       out.push(
         `<text x="${(x + barW / 2).toFixed(1)}" y="${(y(acc) - 5).toFixed(1)}" text-anchor="middle" font-size="12">${acc.toFixed(1)} s</text>`,
         `<text x="${(x + barW / 2).toFixed(1)}" y="${top + plotH + 16}" text-anchor="middle" font-size="12" fill="#555">${tag}</text>`,
@@ -154,6 +175,11 @@ function render(data: E2eRow[], title: string, subtitle: string): string {
     }
     out.push(
       `<text x="${cx.toFixed(1)}" y="${top + plotH + 36}" text-anchor="middle" font-weight="bold">${r.gib} GiB</text>`,
+      ...(r.mode
+        ? [
+            `<text x="${cx.toFixed(1)}" y="${top + plotH + 52}" text-anchor="middle" font-size="11" fill="#555">${r.mode === "store" ? "page store" : esc(r.mode)}</text>`,
+          ]
+        : []),
     );
   });
   const lx = left + plotW + 24;
@@ -177,13 +203,21 @@ function render(data: E2eRow[], title: string, subtitle: string): string {
     );
     ly += 22;
   }
+  if (data.some((r) => r.nodeFloor)) {
+    ly += 8;
+    out.push(
+      `<line x1="${lx}" x2="${lx + 14}" y1="${ly + 7}" y2="${ly + 7}" stroke="#000" stroke-width="2" stroke-dasharray="4 2"/>`,
+      `<text x="${lx + 20}" y="${ly + 11}" font-size="12">node floor (freeze + disk write; read + thaw)</text>`,
+    );
+    ly += 22;
+  }
   // kybernate's own share is tens of milliseconds, far too thin to see next to minutes; print it instead.
   ly += 16;
   out.push(`<text x="${lx}" y="${ly}" font-weight="bold">kybernate own time (ms)</text>`);
   for (const r of data) {
     ly += 18;
     out.push(
-      `<text x="${lx}" y="${ly}" font-size="12">${r.gib} GiB: ${Math.round(r.preDumpMs - r.freezeMs)} ms of ${(r.ckptMs / 1000).toFixed(1)} s</text>`,
+      `<text x="${lx}" y="${ly}" font-size="12">${r.gib} GiB${r.mode ? ` ${r.mode}` : ""}: ${Math.round(r.preDumpMs - r.freezeMs)} ms of ${(r.ckptMs / 1000).toFixed(1)} s</text>`,
     );
   }
   out.push("</svg>\n");

@@ -5,12 +5,16 @@ import { status } from "@grpc/grpc-js";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
 import { CriError } from "../../cri/errors.js";
+import { askDaemon } from "../../daemon/client.js";
+import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import type { Compression } from "../../image/oci.js";
+import { archiveCheckpointId } from "../../store/page-store.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { fetchDaemonStatus } from "../daemon-status.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { humanBytes, type ProgressOptions, seconds, withProgress } from "../progress.js";
 import { resolveContainer, shortId } from "../resolve.js";
+import { rewriteArchive } from "./archive.js";
 import { buildImage, type ImageBuildResult } from "./image.js";
 
 /** The kubelet's deadline for a checkpoint (its API's `?timeout=` default). */
@@ -37,6 +41,8 @@ export interface CheckpointResult {
   path: string;
   sizeBytes: number;
   ms: number;
+  /** The page store's checkpoint, when the archive is thin (its pages stayed on this node). */
+  checkpointId?: string;
 }
 
 /** RFC 3339 in UTC to the second, as the kubelet stamps its archives. */
@@ -88,6 +94,12 @@ export async function checkpointContainer(o: CheckpointOptions): Promise<Checkpo
         "than this command; give an --output path both see",
     );
   }
+  // A thin archive's pages stay in this node's store until the archive goes: the store learns where it is.
+  const checkpointId = await archiveCheckpointId(path);
+  if (checkpointId && o.daemonSocket)
+    await askDaemon(o.daemonSocket, { kind: "store", op: "archive", checkpointId, path }, 5000).catch(
+      () => undefined,
+    );
   return {
     containerId: container.id,
     name,
@@ -95,6 +107,7 @@ export async function checkpointContainer(o: CheckpointOptions): Promise<Checkpo
     path,
     sizeBytes: statSync(path).size,
     ms,
+    ...(checkpointId ? { checkpointId } : {}),
   };
 }
 
@@ -152,10 +165,18 @@ export interface CheckpointPushResult extends CheckpointResult {
  */
 export async function checkpointAndPush(o: CheckpointPushOptions): Promise<CheckpointPushResult> {
   const ckpt = await checkpointContainer(o);
+  // A thin archive's pages are in this node's store: the image gets them back (it must restore anywhere).
+  const source = ckpt.checkpointId ? `${ckpt.path}.inline.tar` : ckpt.path;
   let image: ImageBuildResult;
   try {
+    if (ckpt.checkpointId)
+      await rewriteArchive(
+        "inline",
+        { archive: ckpt.path, output: source, socket: o.daemonSocket ?? DEFAULT_DAEMON_SOCKET },
+        o.progress,
+      );
     image = await buildImage({
-      archive: ckpt.path,
+      archive: source,
       tag: o.push,
       push: true,
       ...(o.compression ? { compression: o.compression } : {}),
@@ -171,6 +192,8 @@ export async function checkpointAndPush(o: CheckpointPushOptions): Promise<Check
   the checkpoint itself succeeded: ${ckpt.path} (push it with kybernate image build ${ckpt.path} --tag ${o.push} --push)`,
       err instanceof CliError ? err.exitCode : 1,
     );
+  } finally {
+    if (source !== ckpt.path) await rm(source, { force: true });
   }
   const archiveKept = !!o.output;
   if (!archiveKept) await rm(ckpt.path, { force: true });
@@ -249,7 +272,10 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
         return;
       }
       const r = await checkpointContainer(base);
-      process.stdout.write(`${r.path}\t${humanBytes(r.sizeBytes)}\t${seconds(r.ms)}\n`);
+      const thin = r.checkpointId
+        ? `\tthin: pages in this node's page store as checkpoint ${r.checkpointId}`
+        : "";
+      process.stdout.write(`${r.path}\t${humanBytes(r.sizeBytes)}\t${seconds(r.ms)}${thin}\n`);
     } catch (err) {
       exitWithError("checkpoint", err);
     } finally {

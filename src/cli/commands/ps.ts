@@ -3,6 +3,7 @@ import { Deadline } from "../../base/deadline.js";
 import type { CriClient } from "../../cri/client.js";
 import type { Container, PodSandbox } from "../../cri/types.js";
 import type { ContainerActivity, LastOperationStatus } from "../../daemon/protocol.js";
+import { describePhases } from "../../daemon/timeline.js";
 import type { GpuBackend } from "../../gpu/backend.js";
 import { discoverCudaProcesses } from "../../gpu/discovery.js";
 import { stateName } from "../../gpu/types.js";
@@ -146,7 +147,17 @@ function lastCell(r: PsRow): string {
 
 /** The table `kybernate ps` prints, with the notes (daemon down, errors) after it. */
 export function renderPs(report: PsReport): string {
-  const header = ["CONTAINER", "NAME", "POD", "STATE", "CUDA", "KYBERNATE", "LAST"];
+  const withPhases = report.rows.some((r) => r.last?.phasesMs);
+  const header = [
+    "CONTAINER",
+    "NAME",
+    "POD",
+    "STATE",
+    "CUDA",
+    "KYBERNATE",
+    "LAST",
+    ...(withPhases ? ["PHASES"] : []),
+  ];
   const cells = report.rows.map((r) => [
     shortId(r.id),
     r.name,
@@ -155,6 +166,7 @@ export function renderPs(report: PsReport): string {
     cudaCell(r),
     kybernateCell(r),
     lastCell(r),
+    ...(withPhases ? [r.last?.phasesMs ? describePhases(r.last.phasesMs) || "-" : "-"] : []),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((row) => (row[i] ?? "").length)));
   const line = (row: string[]) =>

@@ -29,6 +29,13 @@ interface RunArgs {
   admissionHeadroomMib: number;
   vramEstimateMib?: number;
   nvidiaSmi: string;
+  pageStore?: string;
+  pageStoreKeep: number;
+  nodeName?: string;
+  diskAdmission: boolean;
+  containerdRoot: string;
+  archiveDir: string[];
+  deadlineHint: number;
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
@@ -124,12 +131,56 @@ export const runCommand: CommandModule<object, RunArgs> = {
         default: "criu",
         describe: "the CRIU binary containerd runs (for --criu-network-lock auto)",
       })
+      .option("page-store", {
+        type: "string",
+        describe:
+          "keep checkpoints' page images in DIR (on the filesystem of containerd's temp dir): archives carry only metadata, restores on this node link the pages back (off by default)",
+      })
+      .option("page-store-keep", {
+        type: "number",
+        default: 2,
+        describe: "checkpoints per container whose pages the page store keeps",
+      })
+      .option("node-name", {
+        type: "string",
+        describe: "this node's name in page manifests and refusals (default: $NODE_NAME, else the hostname)",
+      })
+      .option("disk-admission", {
+        type: "boolean",
+        default: true,
+        describe:
+          "refuse a checkpoint whose images would not fit on the filesystems it writes to (--no-disk-admission: off)",
+      })
+      .option("containerd-root", {
+        type: "string",
+        default: "/var/lib/containerd",
+        describe: "containerd's root (its content store), for the disk admission",
+      })
+      .option("archive-dir", {
+        type: "string",
+        array: true,
+        default: ["/var/lib/kubelet/checkpoints"],
+        describe:
+          "where CRI checkpoint archives land (the kubelet's); the page store learns each archive's path there",
+      })
+      .option("deadline-hint", {
+        type: "number",
+        default: 120,
+        describe:
+          "seconds a caller waits for a checkpoint (the kubelet's default); a longer estimate is logged with the ?timeout= to use",
+      })
       .check((args) => {
         if (!(Number(args.gpuBudget) > 0))
           throw new Error("--gpu-budget must be a positive number of seconds");
         if (!(Number(args.frozenGrace) > 0))
           throw new Error("--frozen-grace must be a positive number of seconds");
         if (!/^\d{1,2}$/.test(args.index)) throw new Error(`--index must be "00"–"99", got "${args.index}"`);
+        if (!(Number.isInteger(args.pageStoreKeep) && Number(args.pageStoreKeep) >= 1))
+          throw new Error("--page-store-keep must be a whole number >= 1");
+        if (!(Number(args.deadlineHint) > 0))
+          throw new Error("--deadline-hint must be a positive number of seconds");
+        if (args.pageStore !== undefined && !String(args.pageStore).startsWith("/"))
+          throw new Error("--page-store must be an absolute path");
         return true;
       }) as unknown as Argv<RunArgs>,
   handler: async (args: ArgumentsCamelCase<RunArgs>) => {
@@ -159,6 +210,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
           ? { vramEstimateBytes: args.vramEstimateMib * 1024 * 1024 }
           : {}),
         nvidiaSmi: args.nvidiaSmi,
+      },
+      checkpoint: {
+        ...(args.pageStore ? { pageStoreDir: args.pageStore } : {}),
+        pageStoreKeep: args.pageStoreKeep,
+        ...(args.nodeName ? { nodeName: args.nodeName } : {}),
+        diskAdmission: args.diskAdmission,
+        containerdRoot: args.containerdRoot,
+        archiveDirs: args.archiveDir,
+        deadlineHintMs: args.deadlineHint * 1000,
       },
     });
     const shutdown = async (signal: string) => {
