@@ -141,7 +141,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         reason,
         restored: container.annotations.restored === "true",
         since: new Date().toISOString(),
-        gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
+        gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env, pod.annotations),
       });
     },
     onRemoved: (id) => {

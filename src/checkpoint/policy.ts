@@ -12,6 +12,7 @@ import {
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
 import { buildMetadata, findMetadataDir, readMetadata, writeMetadata } from "./metadata.js";
+import { type NcclFacts, ncclRefusal, readNcclFacts } from "./nccl.js";
 import { planRestore, type RestorePlan } from "./restore-plan.js";
 
 export interface ContainerNames {
@@ -63,6 +64,8 @@ export interface NodePolicyOptions {
   estimator?: VramEstimator;
   admission: { enabled: boolean; headroomBytes: number };
   memAvailable?: () => Promise<number>;
+  /** Replaces the reading of each process's environment and mappings (tests). */
+  ncclFacts?: (pids: readonly number[]) => Promise<NcclFacts[]>;
 }
 
 export class NodePolicy implements CheckpointPolicy {
@@ -79,6 +82,9 @@ export class NodePolicy implements CheckpointPolicy {
     ]);
     const opened = await gpusOpenedBy(ctx.pids, inventory.gpus);
     const snapshot = { inventory, apps, ...(opened ? { opened } : {}) };
+    // Whatever host memory says: an NCCL job the driver cannot checkpoint would hang in it (docs/MULTI-GPU.md).
+    const nccl = ncclRefusal(await (this.options.ncclFacts ?? readNcclFacts)(ctx.pids));
+    if (nccl) return { verdict: { ok: false, error: nccl }, snapshot };
     if (!this.options.admission.enabled) return { verdict: { ok: true, note: "admission off" }, snapshot };
     const [estimate, memAvailable, cgroup] = await Promise.all([
       this.estimator(ctx.pids, apps),
@@ -148,12 +154,13 @@ export class NodePolicy implements CheckpointPolicy {
     }
     const node = metadata ? await this.options.probe.inventory() : { gpus: [] };
     const container = resolveGpuRequest(ctx.gpuRequest, node.gpus);
-    const plan = planRestore(metadata, node, container);
+    const plan = planRestore(metadata, node, container, ctx.gpuRequest?.deviceMap);
     this.options.log.info(
       {
         containerId: ctx.containerId,
         metadata: metadata ? "present" : "absent",
         containerGpus: container && "gpus" in container ? container.source : "the node's",
+        ...(ctx.gpuRequest?.deviceMap !== undefined ? { requestedDeviceMap: ctx.gpuRequest.deviceMap } : {}),
         plan,
       },
       "GPU restore plan",
