@@ -41,10 +41,13 @@ for (const { name, make } of backends) {
         assert.deepEqual(w.status(pid).gpus, [A, B], "rolled back onto its own GPUs");
 
         assert.equal((await engine.checkpoint([pid])).ok, true);
-        const swap = await engine.restore([pid], [
-          { from: A, to: B },
-          { from: B, to: A },
-        ]);
+        const swap = await engine.restore(
+          [pid],
+          [
+            { from: A, to: B },
+            { from: B, to: A },
+          ],
+        );
         assert.equal(swap.ok, true, JSON.stringify(swap.failure));
         const now = w.status(pid);
         assert.deepEqual(now.gpus, [B, A]);
