@@ -238,7 +238,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         reason,
         restored: container.annotations.restored === "true",
         since: new Date().toISOString(),
-        gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env),
+        gpuRequest: gpuRequestOf(container.linux?.devices ?? [], container.env, pod.annotations),
         ...(pod.ips.length ? { podIps: pod.ips } : {}),
         ...(tcp ? { tcp } : {}),
         ...(pageStoreOptedOut(pod, container) ? { pageStore: false } : {}),

@@ -3,26 +3,38 @@ import type { GpuInfo } from "../host/nvidia-smi.js";
 import { PROC_ROOT } from "../host/proc.js";
 
 /**
+ * The pod annotation that asks a restore for an explicit UUID device map, `OLD=NEW,…` (checked by the restore
+ * plan). A pod's, not a container's: containerd's restore (CRImportCheckpoint, 2.1.9) gives the restored
+ * container the checkpoint's annotations and drops those of the restore request, so only the new pod can say it.
+ */
+export const DEVICE_MAP_ANNOTATION = "kybernate.io/device-map";
+
+/**
  * What a container's spec says about its GPUs, as containerd hands it to NRI: the GPU device nodes (CRI
  * devices and CDI both put them in the spec) and NVIDIA_VISIBLE_DEVICES (the NVIDIA container toolkit's
- * legacy route, whose hook adds the nodes after NRI has seen the spec).
+ * legacy route, whose hook adds the nodes after NRI has seen the spec); and the device map its pod asks for.
  */
 export interface GpuRequest {
   minors: number[];
   visibleDevices?: string;
+  /** The pod's kybernate.io/device-map, as written (validated only against a checkpoint, at restore). */
+  deviceMap?: string;
 }
 
 export function gpuRequestOf(
   devices: ReadonlyArray<{ path: string; major: number; minor: number }>,
   env: readonly string[],
+  podAnnotations: Readonly<Record<string, string>> = {},
 ): GpuRequest {
   const minors = devices
     .filter((d) => d.major === NVIDIA_MAJOR && gpuNodeNumber(d.path) !== undefined)
     .map((d) => d.minor);
   const visible = visibleDevices(env);
+  const deviceMap = podAnnotations[DEVICE_MAP_ANNOTATION];
   return {
     minors: [...new Set(minors)].sort((a, b) => a - b),
     ...(visible !== undefined ? { visibleDevices: visible } : {}),
+    ...(deviceMap !== undefined ? { deviceMap } : {}),
   };
 }
 

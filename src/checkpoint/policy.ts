@@ -15,6 +15,7 @@ import {
 } from "./admission.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
 import { buildMetadata, findMetadataDir, readMetadata, writeMetadata } from "./metadata.js";
+import { type NcclFacts, ncclRefusal, readNcclFacts } from "./nccl.js";
 import { planRestore, type RestorePlan } from "./restore-plan.js";
 
 export interface ContainerNames {
@@ -93,6 +94,8 @@ export interface NodePolicyOptions {
   estimator?: VramEstimator;
   admission: { enabled: boolean; headroomBytes: number };
   memAvailable?: () => Promise<number>;
+  /** Replaces the reading of each process's environment and mappings (tests). */
+  ncclFacts?: (pids: readonly number[]) => Promise<NcclFacts[]>;
 }
 
 export class NodePolicy implements CheckpointPolicy {
@@ -108,6 +111,14 @@ export class NodePolicy implements CheckpointPolicy {
       this.options.probe.computeApps(),
     ]);
     const opened = await gpusOpenedBy(ctx.pids, inventory.gpus);
+    // Whatever host memory says: an NCCL job the driver cannot checkpoint would hang in it (docs/MULTI-GPU.md).
+    const nccl = ncclRefusal(await (this.options.ncclFacts ?? readNcclFacts)(ctx.pids));
+    if (nccl)
+      return {
+        verdict: { ok: false, error: nccl },
+        snapshot: { inventory, apps, ...(opened ? { opened } : {}) },
+        raises: [],
+      };
     const [estimate, levels] = await Promise.all([this.estimator(ctx.pids, apps), ctx.memoryLevels()]);
     const snapshot = {
       inventory,
@@ -240,7 +251,7 @@ export class NodePolicy implements CheckpointPolicy {
           ok: false,
           error: `refusing to restore: the checkpointed processes map files of their pod's /dev/shm under names since unlinked (${metadata.unrestorableShm.slice(0, 4).join(", ")}${metadata.unrestorableShm.length > 4 ? ", …" : ""}: POSIX semaphores from sem_open, e.g. Python multiprocessing's locks); CRIU kept them with link-remap links that existed only in the original pod's /dev/shm during the dump, so CRIU cannot open them in any restore`,
         }
-      : planRestore(metadata, node, container);
+      : planRestore(metadata, node, container, ctx.gpuRequest?.deviceMap);
     const staged =
       metadata?.vramBytesMoved ??
       metadata?.stagedBytesEstimate ??
@@ -260,6 +271,7 @@ export class NodePolicy implements CheckpointPolicy {
         containerId: ctx.containerId,
         metadata: metadata ? "present" : "absent",
         containerGpus: container && "gpus" in container ? container.source : "the node's",
+        ...(ctx.gpuRequest?.deviceMap !== undefined ? { requestedDeviceMap: ctx.gpuRequest.deviceMap } : {}),
         plan,
       },
       "GPU restore plan",

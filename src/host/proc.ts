@@ -72,6 +72,26 @@ export async function readCmdline(pid: number, root = PROC_ROOT): Promise<string
   return text.split("\0").filter((arg, i, all) => arg !== "" || i < all.length - 1);
 }
 
+/**
+ * /proc/PID/environ: the environment the process started with (what it exec'ed with; a later setenv in the
+ * process is not seen); of a name defined twice, the first, which is what glibc's getenv returns. Undefined when unreadable (gone,
+ * or another user's without root).
+ */
+export async function readEnviron(pid: number, root = PROC_ROOT): Promise<Map<string, string> | undefined> {
+  const text = await readFile(procFile(pid, "environ", root), "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  return parseEnviron(text);
+}
+
+export function parseEnviron(text: string): Map<string, string> {
+  const env = new Map<string, string>();
+  for (const entry of text.split("\0")) {
+    const eq = entry.indexOf("=");
+    if (eq > 0 && !env.has(entry.slice(0, eq))) env.set(entry.slice(0, eq), entry.slice(eq + 1));
+  }
+  return env;
+}
+
 /** /proc/PID/comm: the command name, "" when the process is gone. */
 export async function readComm(pid: number, root = PROC_ROOT): Promise<string> {
   return (await readFile(procFile(pid, "comm", root), "utf8").catch(() => "")).trim();

@@ -334,6 +334,14 @@ async function ddpJob(name: string, statusDir: string, kybernate: boolean) {
     readonly: true,
   });
   spec.env.HOME = "/tmp";
+  // Both ranks load PyTorch's libnccl, so kybernate takes them for NCCL ranks (src/checkpoint/nccl.ts); this job
+  // runs gloo, and these settings, which a NCCL job needs to be checkpointed, change nothing for it.
+  Object.assign(spec.env, {
+    NCCL_NVLS_ENABLE: "0",
+    NCCL_P2P_DISABLE: "1",
+    NCCL_SHM_DISABLE: "1",
+    NCCL_IB_DISABLE: "1",
+  });
   const pod = await newPod(name);
   const id = await cri.createContainer(pod.podId, pod.config, {
     name: "ddp",

@@ -13,14 +13,20 @@ export const UUID_B = "GPU-bbbbbbbb-1111-2222-3333-444444444444";
 export interface FakeGpus {
   nvidiaSmi: string;
   set(rows: Array<{ uuid: string; name?: string; memoryMiB?: number }>): void;
+  /** The processes `--query-compute-apps` lists: which GPUs each host pid computes on. */
+  setApps(rows: Array<{ pid: number; uuid: string; usedMiB?: number }>): void;
 }
 
 export function fakeGpus(dir: string, name: string, uuid: string): FakeGpus {
   const csv = join(dir, `${name}-gpus.csv`);
+  const apps = join(dir, `${name}-apps.csv`);
   const nvidiaSmi = join(dir, `${name}-nvidia-smi`);
-  writeFileSync(nvidiaSmi, `#!/bin/sh\ncase "$*" in *--query-gpu*) cat '${csv}' ;; *) ;; esac\n`, {
-    mode: 0o755,
-  });
+  writeFileSync(
+    nvidiaSmi,
+    `#!/bin/sh\ncase "$*" in *--query-gpu*) cat '${csv}' ;; *--query-compute-apps*) cat '${apps}' ;; *) ;; esac\n`,
+    { mode: 0o755 },
+  );
+  writeFileSync(apps, "");
   const set: FakeGpus["set"] = (rows) =>
     writeFileSync(
       csv,
@@ -29,5 +35,7 @@ export function fakeGpus(dir: string, name: string, uuid: string): FakeGpus {
         .join(""),
     );
   set([{ uuid }]);
-  return { nvidiaSmi, set };
+  const setApps: FakeGpus["setApps"] = (rows) =>
+    writeFileSync(apps, rows.map((r) => `${r.pid}, ${r.uuid}, ${r.usedMiB ?? 16}\n`).join(""));
+  return { nvidiaSmi, set, setApps };
 }

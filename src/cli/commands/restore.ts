@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { gpuRequestOf, resolveGpuRequest } from "../../checkpoint/gpu-request.js";
+import { DEVICE_MAP_ANNOTATION, gpuRequestOf, resolveGpuRequest } from "../../checkpoint/gpu-request.js";
 import { planRestore } from "../../checkpoint/restore-plan.js";
 import type { ContainerSpec, CriClient, MountSpec } from "../../cri/client.js";
 import type { In, PodSandboxConfig } from "../../cri/types.js";
@@ -40,6 +40,8 @@ export interface RestoreOptions {
   logRoot?: string;
   /** The GPUs the restored container is given (NVIDIA_VISIBLE_DEVICES: UUIDs, indices or "all"). */
   gpus?: string;
+  /** An explicit UUID device map (`OLD=NEW,…`), put on the new pod as kybernate.io/device-map. */
+  deviceMap?: string;
   /** Registry access for an image source. */
   registry?: RegistryArgs;
   /** nvidia-smi, to check an image's GPUs against this node's before pulling; false: leave it to the daemon. */
@@ -87,6 +89,13 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   const timeoutS = o.timeoutS ?? DEFAULT_RESTORE_TIMEOUT_S;
   if (!(timeoutS > 0))
     throw new CliError(`--timeout must be a positive number of seconds, got ${timeoutS}`, 2);
+  // Only a pod's annotation reaches the daemon (containerd's restore keeps the checkpoint's container
+  // annotations), and an existing pod's cannot change.
+  if (o.deviceMap !== undefined && o.pod)
+    throw new CliError(
+      `--device-map is set on the new pod the restore makes (${DEVICE_MAP_ANNOTATION}); it cannot be added to the existing pod ${o.pod}: leave out --pod, or give that pod the annotation when it is made`,
+      2,
+    );
   const fromImage = !isArchiveArgument(o.archive);
   let image: ImageCheckpoint | undefined;
   let spec: RestoreSpec;
@@ -134,7 +143,10 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     const uid = randomUUID();
     const pod = await o.cri.runHostNetworkPod(podName, ns, {
       uid,
-      annotations: { "kybernate.io/restored-from": from },
+      annotations: {
+        "kybernate.io/restored-from": from,
+        ...(o.deviceMap !== undefined ? { [DEVICE_MAP_ANNOTATION]: o.deviceMap } : {}),
+      },
       logDirectory: join(o.logRoot ?? DEFAULT_POD_LOG_ROOT, `${ns}_${podName}_${uid}`),
     });
     podId = pod.podId;
@@ -267,6 +279,7 @@ async function checkGpus(image: ImageCheckpoint, o: RestoreOptions): Promise<voi
     ...(o.gpus ? { NVIDIA_VISIBLE_DEVICES: o.gpus } : {}),
   }).map(([k, v]) => `${k}=${v}`);
   const given = resolveGpuRequest(gpuRequestOf([], env), inventory.gpus);
+  const requested = o.deviceMap;
   const plan = planRestore(
     {
       schema: 1,
@@ -279,6 +292,7 @@ async function checkGpus(image: ImageCheckpoint, o: RestoreOptions): Promise<voi
     },
     inventory,
     given,
+    requested,
   );
   if (!plan.ok) throw new CliError(`${image.reference}: ${plan.error}`, 2);
 }
@@ -321,6 +335,7 @@ interface RestoreArgs extends EndpointArgs {
   timeout: number;
   logRoot: string;
   gpus?: string;
+  deviceMap?: string;
   registryConfig?: string;
   plainHttp?: boolean;
   nvidiaSmi: string;
@@ -355,6 +370,10 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
         .option("gpus", {
           type: "string",
           describe: "the GPUs the restored container is given (NVIDIA_VISIBLE_DEVICES: UUIDs, indices, all)",
+        })
+        .option("device-map", {
+          type: "string",
+          describe: `an explicit UUID device map OLD=NEW,… (every GPU of the checkpoint, e.g. a swap A=B,B=A), set on the new pod as ${DEVICE_MAP_ANNOTATION}`,
         })
         .option("log-root", {
           type: "string",
@@ -392,6 +411,7 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
         ...(args.pod ? { pod: args.pod } : {}),
         ...(args.name ? { name: args.name } : {}),
         ...(args.gpus ? { gpus: args.gpus } : {}),
+        ...(args.deviceMap !== undefined ? { deviceMap: args.deviceMap } : {}),
         timeoutS: args.timeout,
         logRoot: args.logRoot,
         nvidiaSmi: args.nvidiaSmi,

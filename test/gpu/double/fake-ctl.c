@@ -88,6 +88,10 @@ static void log_call(const char *op, int pid) {
 }
 
 int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *value) {
+  return fake_call_text(pid, op, arg, NULL, timeout_ms, value);
+}
+
+int fake_call_text(int pid, const char *op, unsigned arg, const char *text, unsigned timeout_ms, int *value) {
   log_call(op, pid);
   char procdir[64];
   struct stat st;
@@ -110,8 +114,12 @@ int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *v
     close(fd);
     return CUDA_ERROR_NOT_INITIALIZED;
   }
-  char req[64];
-  int len = snprintf(req, sizeof req, "%s %u\n", op, arg);
+  char req[FAKE_REQ_MAX];
+  int len = snprintf(req, sizeof req, text && *text ? "%s %u %s\n" : "%s %u\n", op, arg, text);
+  if (len >= (int)sizeof req) {
+    close(fd);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
   if (write(fd, req, len) != len) {
     fake_debug("ctl", "%s %d: write: %s", op, pid, strerror(errno));
     close(fd);

@@ -28,12 +28,12 @@ static const char *msg(int code) {
   return s ? s : "unknown error";
 }
 
-static int action(const char *act, int pid, unsigned timeout, unsigned pairs) {
+static int action(const char *act, int pid, unsigned timeout, unsigned pairs, const char *map) {
   int rc;
   if (strcmp(act, "lock") == 0)
     rc = fake_call(pid, "lock", timeout, timeout, NULL);
   else if (strcmp(act, "restore") == 0)
-    rc = fake_call(pid, "restore", pairs, 0, NULL);
+    rc = fake_call_text(pid, "restore", pairs, map, 0, NULL);
   else if (strcmp(act, "checkpoint") == 0 || strcmp(act, "unlock") == 0)
     rc = fake_call(pid, act, 0, 0, NULL);
   else {
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
     pairs = 1;
     for (const char *c = map; *c; c++) pairs += *c == ',';
   }
-  if (strcmp(mode, "--action") == 0) return action(act, pid, timeout, pairs);
+  if (strcmp(mode, "--action") == 0) return action(act, pid, timeout, pairs, map);
 
   int value = 0;
   if (strcmp(mode, "--get-state") == 0) {
@@ -100,8 +100,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "Error getting process state for process ID %d: \"%s\"\n", pid, msg(rc));
     return 1;
   }
-  if (value == ST_RUNNING) return action("lock", pid, timeout, 0) || action("checkpoint", pid, 0, 0);
-  if (value == ST_CHECKPOINTED) return action("restore", pid, 0, pairs) || action("unlock", pid, 0, 0);
+  if (value == ST_RUNNING) return action("lock", pid, timeout, 0, NULL) || action("checkpoint", pid, 0, 0, NULL);
+  if (value == ST_CHECKPOINTED) return action("restore", pid, 0, pairs, map) || action("unlock", pid, 0, 0, NULL);
   fprintf(stderr, "Could not toggle on process ID %d: \"%s\"\n", pid, msg(CUDA_ERROR_ILLEGAL_STATE));
   return 1;
 }

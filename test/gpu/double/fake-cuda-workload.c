@@ -13,6 +13,11 @@
  * request per connection ("op arg\n" -> "code value\n"); no connection is kept, so once released the process
  * is dumpable by CRIU. Status: <dir>/<ns pid>.json, rewritten every 100 ms.
  *
+ * --gpus UUID,UUID: the GPUs it holds (each UUID as nvidia-smi names one). A restore with a device map must name
+ * every one of them, as the driver's does (a map naming only some is refused, CUDA_ERROR_INVALID_VALUE, and the
+ * process stays CHECKPOINTED); the map moves each to its new UUID, and the status shows where they are now.
+ * --library PATH: maps PATH read-only for good, as the loader maps a shared library (a stand-in for libnccl.so).
+ *
  * Faults (--fault-file PATH, "%p" in PATH -> ns pid), read at each request, one rule a line:
  *   OP fail [COUNT]   answer CUDA_ERROR_UNKNOWN, state unchanged (COUNT times, default always)
  *   OP failed [COUNT] enter FAILED and answer CUDA_ERROR_UNKNOWN
@@ -38,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -59,6 +65,11 @@ static int serve_port;
 static int traits;
 static unsigned trait_checks;
 static char trait_state[128] = "off";
+static const char *library;
+#define MAX_GPUS 8
+#define UUID_LEN 40
+static char gpus[MAX_GPUS][UUID_LEN + 1];
+static int ngpus;
 static size_t vram_bytes = 16u << 20;
 static volatile sig_atomic_t stop;
 
@@ -184,22 +195,49 @@ static int do_restore(void) {
   return CUDA_SUCCESS;
 }
 
+/* The GPUs held after a restore with this map ("old=new,..."), or -1 when the map does not name every one. */
+static int remap_gpus(const char *map, char out[MAX_GPUS][UUID_LEN + 1]) {
+  for (int g = 0; g < ngpus; g++) {
+    int found = 0;
+    for (const char *p = map; p && *p;) {
+      const char *eq = strchr(p, '='), *end = strchr(p, ',');
+      if (!end) end = p + strlen(p);
+      if (eq && eq < end && (size_t)(eq - p) == strlen(gpus[g]) && strncasecmp(p, gpus[g], (size_t)(eq - p)) == 0) {
+        size_t n = (size_t)(end - eq - 1);
+        if (n > UUID_LEN) return -1;
+        memcpy(out[g], eq + 1, n);
+        out[g][n] = 0;
+        found = 1;
+        break;
+      }
+      p = *end ? end + 1 : end;
+    }
+    if (!found) return -1;
+  }
+  return 0;
+}
+
 static const char *state_name(int s) {
   static const char *names[] = {"running", "locked", "checkpointed", "failed"};
   return s >= 0 && s <= 3 ? names[s] : "unknown";
 }
 
 static void write_status(void) {
-  char tmp[300], body[768];
+  char tmp[300], body[1280], list[MAX_GPUS * (UUID_LEN + 3) + 1] = "";
+  for (int g = 0; g < ngpus; g++) {
+    size_t at = strlen(list);
+    snprintf(list + at, sizeof list - at, "%s\"%s\"", g ? "," : "", gpus[g]);
+  }
   snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
   int n = snprintf(body, sizeof body,
                    "{\"pid\":%d,\"state\":\"%s\",\"counter\":%llu,\"mib\":%zu,\"ring\":%s,\"device\":%s,"
                    "\"verified\":%u,\"verifyFailures\":%u,\"checkpoints\":%u,\"restores\":%u,\"lastDevicePairs\":%u,"
-                   "\"served\":%lu,\"accepted\":%u,\"closed\":%u,\"open\":%u,\"traits\":\"%s\",\"traitChecks\":%u}\n",
+                   "\"served\":%lu,\"accepted\":%u,\"closed\":%u,\"open\":%u,\"traits\":\"%s\",\"traitChecks\":%u,"
+                   "\"gpus\":[%s]}\n",
                    ns_pid, state_name(state), (unsigned long long)counter, vram_bytes >> 20,
                    ring_map ? "true" : "false", dev_fd >= 0 ? "true" : "false", verified, verify_failures,
                    checkpoints, restores, last_pairs, serve_stats()->served, serve_stats()->accepted,
-                   serve_stats()->closed, serve_stats()->open, trait_state, trait_checks);
+                   serve_stats()->closed, serve_stats()->open, trait_state, trait_checks, list);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return;
   ssize_t w = write(fd, body, (size_t)n);
@@ -252,7 +290,7 @@ static int find_fault(const char *op, struct rule *out) {
 static int hung[MAX_HUNG];
 
 /* Returns -1 when the request must stay unanswered (hang), else the code; *value gets the answer. */
-static int handle(const char *op, unsigned arg, int *value) {
+static int handle(const char *op, unsigned arg, const char *text, int *value) {
   struct rule r;
   if (find_fault(op, &r)) {
     if (strcmp(r.mode, "hang") == 0) return -1;
@@ -285,9 +323,15 @@ static int handle(const char *op, unsigned arg, int *value) {
   }
   if (strcmp(op, "restore") == 0) {
     if (state != ST_CHECKPOINTED) return CUDA_ERROR_ILLEGAL_STATE;
+    char moved[MAX_GPUS][UUID_LEN + 1];
+    int remap = arg > 0 && ngpus > 0;
+    if (remap && remap_gpus(text, moved) != 0) return CUDA_ERROR_INVALID_VALUE;
     last_pairs = arg;
     int rc = do_restore();
-    if (rc == CUDA_SUCCESS) state = ST_LOCKED;
+    if (rc == CUDA_SUCCESS) {
+      state = ST_LOCKED;
+      if (remap) memcpy(gpus, moved, sizeof gpus);
+    }
     return rc;
   }
   if (strcmp(op, "unlock") == 0) {
@@ -303,7 +347,7 @@ static void serve_one(int lfd) {
   if (c < 0) return;
   struct timeval tv = {.tv_sec = 1};
   setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  char req[64];
+  char req[FAKE_REQ_MAX];
   /* A signal (a stop and continue from a test, a cgroup freeze and thaw) interrupts this read even without a
    * handler, SO_RCVTIMEO sockets being never restarted (signal(7)); the driver does not drop a call for that. */
   ssize_t n;
@@ -315,9 +359,9 @@ static void serve_one(int lfd) {
     return;
   }
   req[n] = 0;
-  char op[16];
+  char op[16], text[FAKE_REQ_MAX] = "";
   unsigned arg = 0;
-  if (sscanf(req, "%15s %u", op, &arg) < 1) {
+  if (sscanf(req, "%15s %u %1023s", op, &arg, text) < 1) {
     close(c);
     return;
   }
@@ -329,7 +373,7 @@ static void serve_one(int lfd) {
     return;
   }
   int value = 0;
-  int code = handle(op, arg, &value);
+  int code = handle(op, arg, text, &value);
   if (code < 0) {
     for (int i = 0; i < MAX_HUNG; i++)
       if (hung[i] < 0) {
@@ -375,6 +419,14 @@ static int worker(void) {
     die("cannot take the fake GPU (device, io_uring, memfd)");
   }
   if (fill_vram() != 0) die("cannot fill the fake VRAM");
+  if (library) {
+    int lf = open(library, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (lf < 0 || fstat(lf, &st) != 0 || st.st_size == 0 ||
+        mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, lf, 0) == MAP_FAILED)
+      die("cannot map --library (a regular file, not empty)");
+    close(lf);
+  }
 
   int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -461,6 +513,7 @@ static int undumpable(void) {
 static void usage(void) {
   fprintf(stderr,
           "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH] [--serve PORT]\n"
+          "                          [--traits N] [--gpus UUID,UUID] [--library PATH]\n"
           "       fake-cuda-workload --undumpable\n"
           "TEST ONLY: a GPU stand-in for kybernate's test double (see docs/GPU-DOUBLE.md)\n");
   exit(64);
@@ -485,7 +538,16 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--fault-file") == 0) fault_file = v;
     else if (strcmp(a, "--serve") == 0) serve_port = atoi(v);
     else if (strcmp(a, "--traits") == 0) traits = atoi(v);
-    else usage();
+    else if (strcmp(a, "--library") == 0) library = v;
+    else if (strcmp(a, "--gpus") == 0) {
+      for (const char *p = v; *p && ngpus < MAX_GPUS;) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n > UUID_LEN) usage();
+        memcpy(gpus[ngpus], p, n);
+        gpus[ngpus++][n] = 0;
+        p += n + (p[n] == ',');
+      }
+    } else usage();
     i++;
   }
   if (vram_bytes < CHUNK) vram_bytes = CHUNK;

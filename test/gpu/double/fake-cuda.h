@@ -34,6 +34,12 @@ const char *fake_error_name(int code);
  */
 int fake_call(int pid, const char *op, unsigned arg, unsigned timeout_ms, int *value);
 
+/* The same with a text argument after `arg` (restore: the device map "old=new,old=new", as the tool writes it). */
+int fake_call_text(int pid, const char *op, unsigned arg, const char *text, unsigned timeout_ms, int *value);
+
+/* The longest request line: a restore naming a few GPU pairs (81 bytes each) fits. */
+#define FAKE_REQ_MAX 1024
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,6 +3,7 @@
  * Exports the driver entry points kybernate uses, with the real signatures, codes and texts; the checkpoint
  * calls drive a fake-cuda-workload through its control socket (fake-ctl.c).
  */
+#define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,32 +94,45 @@ static void print_uuid(FILE *f, const CUuuid *u) {
   for (int i = 0; i < 16; i++) fprintf(f, "%02x%s", b[i], (i == 3 || i == 5 || i == 7 || i == 9) ? "-" : "");
 }
 
-/* What reached the driver, byte for byte: one line per restore with a map, "old=new,..." (tests read it). */
-static void log_pairs(int pid, const CUcheckpointRestoreArgs *args) {
-  const char *path = getenv("FAKE_CUDA_PAIRS_LOG");
-  if (!path || !args->gpuPairsCount) return;
-  FILE *f = fopen(path, "a");
-  if (!f) return;
-  fprintf(f, "%d ", pid);
+/* The pairs as text, "old=new,...", exactly as the bytes reached the "driver". */
+static void format_pairs(FILE *f, const CUcheckpointRestoreArgs *args) {
   for (unsigned i = 0; i < args->gpuPairsCount; i++) {
     if (i) fputc(',', f);
     print_uuid(f, &args->gpuPairs[i].oldUuid);
     fputc('=', f);
     print_uuid(f, &args->gpuPairs[i].newUuid);
   }
+}
+
+/* What reached the driver, byte for byte: one line per restore with a map, "pid old=new,..." (tests read it). */
+static void log_pairs(int pid, const CUcheckpointRestoreArgs *args) {
+  const char *path = getenv("FAKE_CUDA_PAIRS_LOG");
+  if (!path || !args->gpuPairsCount) return;
+  FILE *f = fopen(path, "a");
+  if (!f) return;
+  fprintf(f, "%d ", pid);
+  format_pairs(f, args);
   fputc('\n', f);
   fclose(f);
 }
 
 CUresult cuCheckpointProcessRestore(int pid, CUcheckpointRestoreArgs *args) {
   unsigned pairs = 0;
+  char text[FAKE_REQ_MAX] = "";
   if (args) {
     if (!all_zero(args->reserved, sizeof args->reserved) || args->reserved1) return CUDA_ERROR_INVALID_VALUE;
     if (args->gpuPairsCount && !args->gpuPairs) return CUDA_ERROR_INVALID_VALUE;
     pairs = args->gpuPairsCount;
-    if (pairs) log_pairs(pid, args);
+    if (pairs) {
+      log_pairs(pid, args);
+      /* The workload applies the map to the GPUs it holds, as the driver does (and refuses one naming too few). */
+      FILE *f = fmemopen(text, sizeof text - 1, "w");
+      if (!f) return CUDA_ERROR_OPERATING_SYSTEM;
+      format_pairs(f, args);
+      fclose(f);
+    }
   }
-  return fake_call(pid, "restore", pairs, 0, NULL);
+  return fake_call_text(pid, "restore", pairs, text, 0, NULL);
 }
 
 CUresult cuCheckpointProcessUnlock(int pid, CUcheckpointUnlockArgs *args) {

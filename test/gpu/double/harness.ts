@@ -46,6 +46,8 @@ export interface WorkloadStatus {
   /** --traits: "ok", or the first trait that stopped working; how many rounds checked them. */
   traits?: string;
   traitChecks?: number;
+  /** The GPUs it holds (--gpus), where a restore's device map moved them; empty without --gpus. */
+  gpus: string[];
 }
 
 export interface Workload {
@@ -69,12 +71,27 @@ process.on("exit", () => {
 });
 
 export async function startWorkload(
-  opts: { mib?: number; procs?: number; faultFile?: string; device?: string } = {},
+  opts: {
+    mib?: number;
+    procs?: number;
+    faultFile?: string;
+    device?: string;
+    /** The GPUs each process holds: a restore's map must name all of them. */
+    gpus?: string[];
+    /** A file each process maps for good, as a shared library (a stand-in for libnccl.so.2). */
+    library?: string;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Promise<Workload> {
   const args = ["--mib", String(opts.mib ?? 4), "--device", opts.device ?? fakeDevice];
+  if (opts.gpus?.length) args.push("--gpus", opts.gpus.join(","));
+  if (opts.library) args.push("--library", opts.library);
   if (opts.procs) args.push("--procs", String(opts.procs));
   if (opts.faultFile) args.push("--fault-file", opts.faultFile);
-  const child = spawn(join(buildDouble(), "fake-cuda-workload"), args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(join(buildDouble(), "fake-cuda-workload"), args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+  });
   live.add(child);
   if (child.pid) livePids.add(child.pid);
   const want = opts.procs ?? 1;
