@@ -363,11 +363,13 @@ async function runCase(kyb: KybernateProcess, gib: number, mode: Mode): Promise<
   for (const f of readdirSync(c.statusDir)) rmSync(join(c.statusDir, f), { force: true, recursive: true });
   if (workload === "torch") writeFileSync(join(c.statusDir, "loss.jsonl"), "");
   // A cold restore: what it reads comes from the disk, as on a node that did not just write it.
-  evict(
-    manifest && storeDir
-      ? manifest.files.map((f) => join(storeDir, "checkpoints", manifest.checkpointId, f.name))
-      : [archive],
-  );
+  // (From an image, the registry's blobs and containerd's snapshot hold it: not evicted.)
+  if (!image)
+    evict(
+      manifest && storeDir
+        ? manifest.files.map((f) => join(storeDir, "checkpoints", manifest.checkpointId, f.name))
+        : [archive],
+    );
   const restored = await pod(`${podName}-restored`, c);
   const mark2 = kyb.logs.length;
   const t1 = performance.now();
@@ -631,6 +633,10 @@ async function main(): Promise<void> {
       nriSocket: node.nriSocket,
       args: [
         ...backendArgs,
+        "--containerd-socket",
+        node.containerdSocket,
+        "--criu",
+        node.bin.criu,
         "--gpu-budget",
         "600",
         ...(store && storeDir ? ["--page-store", storeDir, "--archive-dir", scratch] : []),
