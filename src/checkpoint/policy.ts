@@ -13,6 +13,7 @@ import {
   type VramEstimate,
   type VramEstimator,
 } from "./admission.js";
+import { criuRefusal, type DumpFacts, readDumpFacts } from "./criu-limits.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
 import { buildMetadata, findMetadataDir, readMetadata, writeMetadata } from "./metadata.js";
 import { type NcclFacts, ncclRefusal, readNcclFacts } from "./nccl.js";
@@ -81,6 +82,8 @@ export interface CheckpointPolicy {
     levels: () => Promise<MemoryLevel[]>,
     usageBytes?: number,
   ): Promise<{ verdict: AdmissionVerdict; raises: LimitRaise[] }>;
+  /** After the freeze: what the CUDA processes still hold that CRIU cannot dump (a refusal), or undefined. */
+  checkFrozen(ctx: FreezeContext): Promise<string | undefined>;
   /** Leaves kybernate.json in CRIU's image directory; a failure is logged, never fatal to the checkpoint. */
   recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void>;
   planRestore(ctx: RestoreContext): Promise<RestorePlan>;
@@ -96,6 +99,8 @@ export interface NodePolicyOptions {
   memAvailable?: () => Promise<number>;
   /** Replaces the reading of each process's environment and mappings (tests). */
   ncclFacts?: (pids: readonly number[]) => Promise<NcclFacts[]>;
+  /** Replaces the reading of each process's fds and mappings for what CRIU cannot dump (tests). */
+  dumpFacts?: (pids: readonly number[]) => Promise<DumpFacts[]>;
 }
 
 export class NodePolicy implements CheckpointPolicy {
@@ -113,9 +118,13 @@ export class NodePolicy implements CheckpointPolicy {
     const opened = await gpusOpenedBy(ctx.pids, inventory.gpus);
     // Whatever host memory says: an NCCL job the driver cannot checkpoint would hang in it (docs/MULTI-GPU.md).
     const nccl = ncclRefusal(await (this.options.ncclFacts ?? readNcclFacts)(ctx.pids));
-    if (nccl)
+    // CRIU dumps every process of the container; those the freeze leaves as they are are looked at now.
+    const others = (ctx.containerPids ?? []).filter((pid) => !ctx.pids.includes(pid));
+    const undumpable =
+      nccl ?? criuRefusal(await (this.options.dumpFacts ?? readDumpFacts)(others), "before the freeze");
+    if (undumpable)
       return {
-        verdict: { ok: false, error: nccl },
+        verdict: { ok: false, error: undumpable },
         snapshot: { inventory, apps, ...(opened ? { opened } : {}) },
         raises: [],
       };
@@ -166,6 +175,10 @@ export class NodePolicy implements CheckpointPolicy {
         : { ok: false, error: verdict.error.replace("the checkpoint of", "the restore of") },
       raises,
     };
+  }
+
+  async checkFrozen(ctx: FreezeContext): Promise<string | undefined> {
+    return criuRefusal(await (this.options.dumpFacts ?? readDumpFacts)(ctx.pids), "after the freeze");
   }
 
   async recordCheckpoint(ctx: FreezeContext, record: OperationRecord, snapshot: GpuSnapshot): Promise<void> {

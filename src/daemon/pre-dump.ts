@@ -238,6 +238,12 @@ async function moveToHost(
       const stranded = await undo(ctx, entry);
       return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
     }
+    const undumpable = await ctx.policy.checkFrozen(context);
+    if (undumpable) {
+      const reply = fail(ctx, request, undumpable, record);
+      const stranded = await undo(ctx, entry);
+      return stranded ? { kind: "failed", reply, stranded } : { kind: "failed", reply };
+    }
     await ctx.policy.recordCheckpoint(context, record, admission.snapshot);
     return { kind: "moved", entry, record };
   } catch (error) {

@@ -161,9 +161,14 @@ export async function openCharDevices(pid: number, root = PROC_ROOT): Promise<nu
   return stats.flatMap((s) => (s?.isCharacterDevice() ? [s.rdev] : []));
 }
 
+/** /proc/PID/maps as text; "" when the process is gone or unreadable. */
+export async function readMaps(pid: number, root = PROC_ROOT): Promise<string> {
+  return readFile(procFile(pid, "maps", root), "utf8").catch(() => "");
+}
+
 /** The files mapped into the process (/proc/PID/maps), without " (deleted)". */
 export async function mappedFiles(pid: number, root = PROC_ROOT): Promise<string[]> {
-  const maps = await readFile(procFile(pid, "maps", root), "utf8").catch(() => "");
+  const maps = await readMaps(pid, root);
   return maps.split("\n").flatMap((line) => {
     const i = line.indexOf(" /");
     return i < 0 ? [] : [line.slice(i + 1).replace(/ \(deleted\)$/, "")];
@@ -172,7 +177,7 @@ export async function mappedFiles(pid: number, root = PROC_ROOT): Promise<string
 
 /** The mapped files whose mapping path has been unlinked (/proc/PID/maps says " (deleted)"). */
 export async function deletedMappings(pid: number, root = PROC_ROOT): Promise<string[]> {
-  const maps = await readFile(procFile(pid, "maps", root), "utf8").catch(() => "");
+  const maps = await readMaps(pid, root);
   return maps.split("\n").flatMap((line) => {
     const i = line.indexOf(" /");
     return i >= 0 && line.endsWith(" (deleted)") ? [line.slice(i + 1, -" (deleted)".length)] : [];

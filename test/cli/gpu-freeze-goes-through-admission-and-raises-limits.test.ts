@@ -39,6 +39,7 @@ function policy(refuse?: string): CheckpointPolicy {
             raises: [{ dir: C, file: "memory.max", from: String(96 * MiB), to: String(160 * MiB) }],
           },
     admitRestore: async () => ({ verdict: { ok: true }, raises: [] }),
+    checkFrozen: async () => undefined,
     recordCheckpoint: async () => undefined,
     planRestore: async () => ({ ok: true, deviceMap: [], reason: "" }),
   };

@@ -392,6 +392,11 @@ export class FakePolicy implements CheckpointPolicy {
       raises: bytes === undefined ? [] : limitRaises(await levels(), bytes, usage),
     };
   }
+  /** What the CUDA processes still hold after the freeze that CRIU cannot dump. */
+  undumpableAfterFreeze?: string;
+  async checkFrozen(): Promise<string | undefined> {
+    return this.undumpableAfterFreeze;
+  }
   async recordCheckpoint(): Promise<void> {
     if (this.failRecord) throw new Error("metadata writer broke");
   }

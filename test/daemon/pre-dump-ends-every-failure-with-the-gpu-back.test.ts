@@ -70,6 +70,13 @@ const failures: Array<{
     },
     error: /the GPU stage failed: metadata writer broke/,
   },
+  {
+    name: "a CUDA process still holds what CRIU cannot dump once its GPU state is out: the GPU put back",
+    arrange: () => {
+      r.policy.undumpableAfterFreeze = "refusing to checkpoint: process 101 (python3) uses io_uring (…)";
+    },
+    error: /^refusing to checkpoint: process 101 \(python3\) uses io_uring/,
+  },
 ];
 
 for (const f of failures) {

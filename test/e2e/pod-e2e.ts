@@ -49,6 +49,7 @@ const { values: opt } = parseArgs({
     steps: { type: "string", default: "400" },
     "checkpoint-at": { type: "string", default: "100" },
     "memory-limit-mib": { type: "string" },
+    "page-store": { type: "string" },
     scratch: { type: "string", default: "/tmp/kybernate-pod-e2e" },
     out: { type: "string" },
   },
@@ -172,6 +173,8 @@ async function startDaemon(): Promise<KybernateProcess> {
       node.bin.criu,
       "--gpu-budget",
       "300",
+      // With the node page store the archive carries no pages, so containerd resumes the task sooner.
+      ...(opt["page-store"] ? ["--page-store", opt["page-store"], "--archive-dir", scratch] : []),
       // The double has no nvidia-smi to say what a checkpoint stages.
       ...(workload === "double" ? ["--vram-estimate-mib", String(Math.round(gib * 1024))] : []),
     ],
@@ -394,6 +397,11 @@ async function ddp(kyb: KybernateProcess): Promise<string[]> {
     job.id,
   );
   const archive = join(scratch, "ddp.tar");
+  // KYBERNATE_E2E_CRIU_LOG=FILE: CRIU's dump log at FILE.dump (containerd removes its own with the pod).
+  const dumpLog = process.env.KYBERNATE_E2E_CRIU_LOG
+    ? `${process.env.KYBERNATE_E2E_CRIU_LOG}.dump`
+    : undefined;
+  if (dumpLog) appendFileSync(join(kyb.stateDir, "containers", job.id, "criu.conf"), `log-file ${dumpLog}\n`);
   const t0 = performance.now();
   let refused: string | undefined;
   try {
@@ -410,6 +418,14 @@ async function ddp(kyb: KybernateProcess): Promise<string[]> {
     return [
       `DDP (${opt.device}, 2 ranks): checkpoint REFUSED after ${checkpointMs} ms: ${refused}`,
       ...why.map((w) => `  kybernate: ${w}`),
+      // CRIU names what it could not dump on its "Error" lines.
+      ...(dumpLog && existsSync(dumpLog)
+        ? readFileSync(dumpLog, "utf8")
+            .split("\n")
+            .filter((l) => /Error|error/.test(l))
+            .slice(0, 12)
+            .map((l) => `  criu: ${l}`)
+        : []),
     ];
   }
   const stepAtCheckpoint = losses(dir).length;

@@ -162,9 +162,30 @@ describe("faults end with nothing lost", () => {
   test("the CRIU dump fails after the GPU stage: the workload is back on the GPU and running", async () => {
     await f.ensureDaemon();
     const pod = await f.newPod("gpu-criu-fails");
-    const id = await f.gpuContainer(pod, { undumpableHelper: true });
+    const id = await f.gpuContainer(pod, { undumpableHelper: "lock" });
     await assert.rejects(f.cri.checkpoint(id, f.archivePath("criu-fails"), 60), /criu failed/i);
     await f.assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verified: 1 });
+  });
+
+  test("a process holding io_uring (CRIU cannot dump it): refused before the freeze, naming it; the GPU untouched", async () => {
+    const daemon = await f.ensureDaemon();
+    const pod = await f.newPod("gpu-io-uring");
+    const id = await f.gpuContainer(pod, { undumpableHelper: "io_uring" });
+    const mark = daemon.logs.length;
+    await assert.rejects(f.cri.checkpoint(id, f.archivePath("io-uring"), 60), /criu failed/i);
+    const refusal = await daemon.waitForLog((l) => l.containerId === id && l.msg === "GPU stage failed", {
+      since: mark,
+    });
+    assert.match(
+      String(refusal.error),
+      /refusing to checkpoint: process \d+ \(fake-cuda-workl\) uses io_uring \(anon_inode:\[io_uring\]\), which CRIU cannot dump; nothing was frozen/,
+    );
+    assert.ok(
+      !daemon.logs.slice(mark).some((l) => l.msg === "gpu checkpoint starting"),
+      "no driver step was taken",
+    );
+    await f.assertRunningOnGpu(id, { checkpoints: 0, verifyFailures: 0 });
+    await f.assertExecWorks(id);
   });
 
   // containerd 2.1 does not serialise checkpoints of one container (both share its ctrd-checkpoint work

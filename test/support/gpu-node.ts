@@ -179,7 +179,8 @@ export class GpuNode {
     pod: Pod,
     options: {
       procs?: number;
-      undumpableHelper?: boolean;
+      /** A helper process beside the workload holding what CRIU cannot dump: an io_uring ring, or a file lock. */
+      undumpableHelper?: "io_uring" | "lock";
       faultDir?: string;
       mib?: number;
       /** An inference server on this port (GPU double's --serve). */
@@ -193,7 +194,11 @@ export class GpuNode {
     if (options.faultDir) workload.push("--fault-file", "/faults/%p");
     if (options.serve) workload.push("--serve", String(options.serve));
     const command = options.undumpableHelper
-      ? ["sh", "-c", `/kyb/fake-cuda-workload --undumpable & exec ${workload.join(" ")}`]
+      ? [
+          "sh",
+          "-c",
+          `/kyb/fake-cuda-workload ${options.undumpableHelper === "lock" ? "--undumpable-lock" : "--undumpable"} & exec ${workload.join(" ")}`,
+        ]
       : workload;
     const id = await this.cri.createContainer(pod.podId, pod.config, {
       name: "cuda",

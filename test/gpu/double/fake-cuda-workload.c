@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -510,11 +511,28 @@ static int undumpable(void) {
   return 0;
 }
 
+/*
+ * --undumpable-lock: not a CUDA process either, but holding a file lock (flock), which CRIU refuses to dump
+ * without --file-locks ("Some file locks are hold by dumping tasks!") and which kybernate does not look for: the
+ * way to make CRIU fail after the GPU stage now that an io_uring holder is refused before it.
+ */
+static int undumpable_lock(void) {
+  char path[64];
+  snprintf(path, sizeof path, "/dev/shm/fake-cuda-lock-%d", (int)getpid());
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || flock(fd, LOCK_EX) != 0) return 1;
+  printf("undumpable-lock pid=%d\n", (int)getpid());
+  fflush(stdout);
+  while (!stop) pause();
+  unlink(path);
+  return 0;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: fake-cuda-workload [--mib N] [--procs N] [--device PATH] [--dir DIR] [--fault-file PATH] [--serve PORT]\n"
           "                          [--traits N] [--gpus UUID,UUID] [--library PATH]\n"
-          "       fake-cuda-workload --undumpable\n"
+          "       fake-cuda-workload --undumpable | --undumpable-lock\n"
           "TEST ONLY: a GPU stand-in for kybernate's test double (see docs/GPU-DOUBLE.md)\n");
   exit(64);
 }
@@ -522,10 +540,10 @@ static void usage(void) {
 int main(int argc, char **argv) {
   int procs = 0;
   dir = getenv("FAKE_CUDA_DIR") && *getenv("FAKE_CUDA_DIR") ? getenv("FAKE_CUDA_DIR") : FAKE_CUDA_DEFAULT_DIR;
-  if (argc == 2 && strcmp(argv[1], "--undumpable") == 0) {
+  if (argc == 2 && (strcmp(argv[1], "--undumpable") == 0 || strcmp(argv[1], "--undumpable-lock") == 0)) {
     struct sigaction quit = {.sa_handler = on_signal};
     sigaction(SIGTERM, &quit, NULL);
-    return undumpable();
+    return strcmp(argv[1], "--undumpable") == 0 ? undumpable() : undumpable_lock();
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
