@@ -292,6 +292,42 @@ describe("the store's lifetime", () => {
     assert.equal((await store.entries()).length, before + 1);
   });
 
+  test("kybernate checkpoint --push with the store on: the image carries every page (inlined), the archive kept with --output stays thin", async () => {
+    const daemon = await storeDaemon();
+    const pod = await f.newPod("store-push");
+    const id = await f.gpuContainer(pod, { mib: MIB });
+    const repo = "kybernate-test/store-push";
+    const tag = String(Date.now());
+    const output = f.archivePath("store-push");
+    const r = await kybernate([
+      "checkpoint",
+      id,
+      "--push",
+      `${f.node.registry}/${repo}:${tag}`,
+      "--output",
+      output,
+      "--runtime-endpoint",
+      f.node.criSocket,
+      "--socket",
+      daemon.socket,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    await f.assertRunningOnGpu(id, { checkpoints: 1, restores: 1, verifyFailures: 0 });
+    assert.deepEqual(members(output).pages, [], "the archive on this node is thin");
+    assert.deepEqual(
+      readdirSync(dirname(output)).filter((n) => n.endsWith(".inline.tar")),
+      [],
+      "no inlined copy left",
+    );
+    const res = await fetch(`http://${f.node.registry}/v2/${repo}/manifests/${tag}`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    });
+    assert.equal(res.status, 200);
+    const manifest = (await res.json()) as { layers: Array<{ size: number }> };
+    const layerBytes = manifest.layers.reduce((n, l) => n + l.size, 0);
+    assert.ok(layerBytes >= MIB * 2 ** 20, `the image's layer is ${layerBytes} bytes for ${MIB} MiB of VRAM`);
+  });
+
   test('a container annotated kybernate.io/page-store: "false" gets a self-contained archive', async () => {
     await storeDaemon();
     const pod: Pod = await f.newPod("store-opt-out");
