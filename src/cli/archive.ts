@@ -1,8 +1,9 @@
 import { access, constants, stat } from "node:fs/promises";
 import { resolve } from "node:path";
-import { list, type ReadEntry } from "tar";
 import type { DeviceSpec, MountSpec } from "../cri/client.js";
 import type { MountPropagation, StringMap } from "../cri/types.js";
+import { readTarMembers } from "../host/tar.js";
+import { MAX_METADATA_BYTES } from "../image/archive-scan.js";
 import { CliError } from "./cli-error.js";
 
 /** What a restore needs to know about the checkpointed container, read from the archive's metadata files. */
@@ -51,11 +52,6 @@ export const RUNTIME_MOUNTS: readonly string[] = [
 
 // containerd writes these next to the CRIU images (checkpoint/) in every CRI archive; the rest is left unread.
 const METADATA = ["config.dump", "spec.dump", "status.dump"] as const;
-type MetadataFile = (typeof METADATA)[number];
-/** They are a few KiB; a bigger one means this is not what we think it is. */
-const MAX_METADATA_BYTES = 8 * 2 ** 20;
-
-const entryName = (p: string): string => p.replace(/^(\.\/)+/, "");
 
 /** Reads config.dump, spec.dump and status.dump out of a CRI checkpoint tar without extracting anything else. */
 export async function readCheckpointArchive(file: string): Promise<CheckpointInfo> {
@@ -73,25 +69,10 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
     throw new CliError(`cannot read ${path}: ${(err as Error).message} (run as root?)`, 2);
   }
 
-  const found = new Map<string, Buffer>();
-  let tooBig: string | undefined;
+  let read: Awaited<ReturnType<typeof readTarMembers>>;
   try {
-    await list({
-      file: path,
-      strict: true,
-      filter: (p) => (METADATA as readonly string[]).includes(entryName(p)),
-      onReadEntry: (entry: ReadEntry) => {
-        const name = entryName(entry.path) as MetadataFile;
-        if (entry.size > MAX_METADATA_BYTES) {
-          tooBig = `${name} (${entry.size} bytes)`;
-          entry.resume();
-          return;
-        }
-        const chunks: Buffer[] = [];
-        entry.on("data", (c: Buffer) => chunks.push(c));
-        entry.on("end", () => found.set(name, Buffer.concat(chunks)));
-      },
-    });
+    // Headers only, seeking over the page images: the archive may hold a hundred GiB of them.
+    read = await readTarMembers(path, METADATA, { maxBytes: MAX_METADATA_BYTES });
   } catch (err) {
     throw new CliError(
       `${path} is not a readable tar archive (${(err as Error).message}); give the .tar that ` +
@@ -99,8 +80,9 @@ export async function readCheckpointArchive(file: string): Promise<CheckpointInf
       2,
     );
   }
+  const [tooBig] = [...read.tooLarge].map(([name, size]) => `${name} (${size} bytes)`);
   if (tooBig) throw new CliError(`${path}: ${tooBig} is far too large for checkpoint metadata`, 2);
-  return checkpointInfoFromFiles(path, sizeBytes, found);
+  return checkpointInfoFromFiles(path, sizeBytes, read.found);
 }
 
 /** The checkpoint's description from its metadata files (config.dump, spec.dump, status.dump), read elsewhere. */

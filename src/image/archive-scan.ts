@@ -12,7 +12,8 @@ export const METADATA_ENTRIES = [
   "status.dump",
   "checkpoint/kybernate.json",
 ] as const;
-const MAX_METADATA_BYTES = 8 * 2 ** 20;
+/** containerd's dump files are a few KiB; a bigger one means the archive is not what it claims to be. */
+export const MAX_METADATA_BYTES = 8 * 2 ** 20;
 /** containerd's checkpoint import keeps regular files and folders only (checkpointArchiveEntryAllowed). */
 const ALLOWED = new Set(["File", "OldFile", "ContiguousFile", "Directory"]);
 

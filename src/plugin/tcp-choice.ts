@@ -1,6 +1,6 @@
 import { isAbsolute } from "node:path";
 import { isLoopback } from "../host/net.js";
-import { readTarMember } from "../host/tar-member.js";
+import { readTarMember } from "../host/tar.js";
 import type { Container, PodSandbox } from "../nri/types.js";
 
 /** CRIU's two ways with established TCP connections: dump/restore their state, or restore them closed. */

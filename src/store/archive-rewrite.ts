@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { open, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { normaliseName, readTarMembers, type TarHeader, TarReader, TarWriter } from "../host/tar.js";
 import {
   PAGE_IMAGE,
   PAGES_MANIFEST,
@@ -10,7 +11,6 @@ import {
   totalBytes,
 } from "./manifest.js";
 import { newCheckpointId, type PageStore } from "./page-store.js";
-import { normaliseName, readTarMember, type TarHeader, TarReader, TarWriter } from "./tar.js";
 
 /** Called as the input is read: bytes of it done, of how many. */
 export type RewriteProgress = (done: number, total: number) => void;
@@ -158,13 +158,19 @@ export async function thinArchive(o: {
   onProgress?: RewriteProgress;
 }): Promise<RewriteResult> {
   const total = (await stat(o.input)).size;
-  if (await readTarMember(o.input, `${CHECKPOINT_DIR}/${PAGES_MANIFEST}`, 1024 * 1024))
+  // One walk over the headers for the three small members this needs.
+  const small = await readTarMembers(
+    o.input,
+    [`${CHECKPOINT_DIR}/${PAGES_MANIFEST}`, "config.dump", `${CHECKPOINT_DIR}/kybernate.json`],
+    { maxBytes: 8 * 1024 * 1024 },
+  ).catch(() => ({ found: new Map<string, Buffer>() }));
+  if (small.found.has(`${CHECKPOINT_DIR}/${PAGES_MANIFEST}`))
     throw new ArchiveRefused(
       `${o.input} is thin already: it has a page manifest (checkpoint/${PAGES_MANIFEST})`,
     );
-  const config = await smallJson(o.input, "config.dump");
+  const config = jsonObject(small.found.get("config.dump"));
   if (!config) throw new ArchiveRefused(`${o.input} is not a CRI checkpoint archive: it has no config.dump`);
-  const gpuMeta = await smallJson(o.input, `${CHECKPOINT_DIR}/kybernate.json`);
+  const gpuMeta = jsonObject(small.found.get(`${CHECKPOINT_DIR}/kybernate.json`));
   const containerId = typeof config.id === "string" ? config.id : "archive";
   const checkpointId = newCheckpointId(containerId);
   const storeDir = await o.store.begin(checkpointId);
@@ -264,8 +270,7 @@ async function takePages(reader: TarReader, path: string, name: string, size: nu
   return { name, size, sha256: hash.digest("hex") };
 }
 
-async function smallJson(archive: string, member: string): Promise<Record<string, unknown> | undefined> {
-  const bytes = await readTarMember(archive, member, 8 * 1024 * 1024).catch(() => undefined);
+function jsonObject(bytes: Buffer | undefined): Record<string, unknown> | undefined {
   if (!bytes) return undefined;
   try {
     const v = JSON.parse(bytes.toString("utf8")) as unknown;

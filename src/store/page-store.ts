@@ -15,6 +15,7 @@ import {
 } from "node:fs/promises";
 import { join } from "node:path";
 import { FileRefused, readSmallRegularFile } from "../host/files.js";
+import { readTarMember } from "../host/tar.js";
 import { type CollectCandidate, type CollectDecision, decideCollection } from "./collect.js";
 import { type FileDigest, sha256File } from "./hash.js";
 import {
@@ -27,7 +28,6 @@ import {
   totalBytes,
   writeManifest,
 } from "./manifest.js";
-import { readTarMember } from "./tar.js";
 
 /** What the store keeps of a checkpoint beside its pages: its manifest, and where its archive went. */
 export interface StoreRecord extends PagesManifest {
@@ -489,19 +489,12 @@ export class PageStore {
 /** Whether the archive at `path` still exists and still names this checkpoint in its page manifest. */
 export async function archiveReferences(path: string, checkpointId: string): Promise<boolean> {
   const st: Stats | undefined = await stat(path).catch(() => undefined);
-  if (!st?.isFile()) return false;
-  const bytes = await readTarMember(path, `checkpoint/${PAGES_MANIFEST}`, 1024 * 1024).catch(() => undefined);
-  if (!bytes) return false;
-  try {
-    return parseManifest(bytes, path).checkpointId === checkpointId;
-  } catch {
-    return false;
-  }
+  return !!st?.isFile() && (await archiveCheckpointId(path)) === checkpointId;
 }
 
 /** The checkpoint id an archive's page manifest names (undefined: a self-contained archive, or not a tar). */
 export async function archiveCheckpointId(path: string): Promise<string | undefined> {
-  const bytes = await readTarMember(path, `checkpoint/${PAGES_MANIFEST}`, 1024 * 1024).catch(() => undefined);
+  const bytes = await readTarMember(path, `checkpoint/${PAGES_MANIFEST}`);
   if (!bytes) return undefined;
   try {
     return parseManifest(bytes, path).checkpointId;

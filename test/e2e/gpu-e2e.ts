@@ -29,8 +29,8 @@ import { askDaemon } from "../../src/daemon/client.js";
 import { discoverCudaProcesses } from "../../src/gpu/discovery.js";
 import { GpuEngine } from "../../src/gpu/engine.js";
 import { openBackend } from "../../src/gpu/select-backend.js";
+import { readTarMember, TarReader } from "../../src/host/tar.js";
 import { PAGES_MANIFEST, parseManifest } from "../../src/store/manifest.js";
-import { readTarMember, TarReader } from "../../src/store/tar.js";
 import { type KybernateProcess, startKybernate } from "../support/kybernate-process.js";
 import { TestCriClient } from "../support/test-cri-client.js";
 import { loadTestNode } from "../support/testnode.js";
@@ -343,7 +343,7 @@ async function runCase(kyb: KybernateProcess, gib: number, mode: Mode): Promise<
   if (goingOn.verifyFailures)
     throw new Error(`${gib} GiB: VRAM corrupted after the checkpoint: ${JSON.stringify(goingOn)}`);
   const archiveMiB = Math.round(statSync(archive).size / 2 ** 20);
-  const manifestBytes = await readTarMember(archive, `checkpoint/${PAGES_MANIFEST}`, 1 << 20);
+  const manifestBytes = await readTarMember(archive, `checkpoint/${PAGES_MANIFEST}`, { maxBytes: 1 << 20 });
   const manifest = manifestBytes ? parseManifest(manifestBytes, archive) : undefined;
   if (mode === "store" && !manifest) throw new Error(`${gib} GiB: the archive has no page manifest`);
   const pageBytes = manifest?.files.reduce((sum, f) => sum + f.size, 0) ?? 0;

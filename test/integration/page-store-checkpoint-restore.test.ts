@@ -17,9 +17,9 @@ import { NODE_FLAGS } from "../../src/base/node-flags.js";
 import { packageRoot } from "../../src/base/paths.js";
 import { askDaemon } from "../../src/daemon/client.js";
 import type { DaemonStatusData } from "../../src/daemon/protocol.js";
+import { readTarMember } from "../../src/host/tar.js";
 import { PAGES_MANIFEST, parseManifest } from "../../src/store/manifest.js";
 import { PageStore } from "../../src/store/page-store.js";
-import { readTarMember } from "../../src/store/tar.js";
 import { GpuNode, type Pod } from "../support/gpu-node.js";
 
 const run = promisify(execFile);
@@ -78,7 +78,10 @@ async function status(): Promise<DaemonStatusData> {
 }
 
 async function manifestOf(tar: string) {
-  return parseManifest((await readTarMember(tar, `checkpoint/${PAGES_MANIFEST}`, 1 << 20)) as Buffer, tar);
+  return parseManifest(
+    (await readTarMember(tar, `checkpoint/${PAGES_MANIFEST}`, { maxBytes: 1 << 20 })) as Buffer,
+    tar,
+  );
 }
 
 describe("checkpoints through the node page store", () => {

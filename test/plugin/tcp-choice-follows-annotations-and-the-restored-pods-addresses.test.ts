@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { hexAddress } from "../../src/host/net.js";
-import { readTarMember } from "../../src/host/tar-member.js";
+import { readTarMember } from "../../src/host/tar.js";
 import { criuFilesFor, renderCriuConfig } from "../../src/plugin/criu-config.js";
 import { type CheckpointNetwork, checkpointNetwork, tcpChoice } from "../../src/plugin/tcp-choice.js";
 import { container, pod } from "../nri/fixtures.js";

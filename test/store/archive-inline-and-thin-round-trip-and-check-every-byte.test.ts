@@ -9,10 +9,10 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, test } from "node:test";
+import { readTarMember, TarReader } from "../../src/host/tar.js";
 import { ArchiveRefused, inlineArchive, thinArchive } from "../../src/store/archive-rewrite.js";
 import { PAGES_MANIFEST, parseManifest } from "../../src/store/manifest.js";
 import { StoreRefusal } from "../../src/store/page-store.js";
-import { readTarMember, TarReader } from "../../src/store/tar.js";
 import { type Scratch, scratch, sha256 } from "./fixtures.js";
 
 let s: Scratch;
@@ -55,7 +55,7 @@ test("thin moves the page images into the store and leaves a manifest; inline pu
   );
   assert.ok(thinMembers.includes(`checkpoint/${PAGES_MANIFEST}`));
   const manifest = parseManifest(
-    (await readTarMember(thin, `checkpoint/${PAGES_MANIFEST}`, 1 << 20)) as Buffer,
+    (await readTarMember(thin, `checkpoint/${PAGES_MANIFEST}`, { maxBytes: 1 << 20 })) as Buffer,
     "thin",
   );
   assert.equal(manifest.containerId, "0123456789abcdef");
@@ -136,7 +136,7 @@ test("each refuses the archive it cannot use, leaving nothing behind", async () 
 
 test("the tar writer's long names and sizes past ustar's 8 GiB go in pax headers the reader takes back", async () => {
   s = scratch();
-  const { TarWriter } = await import("../../src/store/tar.js");
+  const { TarWriter } = await import("../../src/host/tar.js");
   const long = `checkpoint/${"d".repeat(120)}/pages-1.img`;
   const h = { mode: 0o600, uid: 0, gid: 0, mtime: 1_700_000_000, uname: "root", gname: "root", linkname: "" };
   const named = join(s.dir, "long.tar");

@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, test } from "node:test";
+import { TarWriter } from "../../src/host/tar.js";
 import { decideCollection } from "../../src/store/collect.js";
 import { PAGES_MANIFEST } from "../../src/store/manifest.js";
 import { newCheckpointId, type PageStore } from "../../src/store/page-store.js";
-import { TarWriter } from "../../src/store/tar.js";
 import { type Scratch, scratch } from "./fixtures.js";
 
 let s: Scratch;

@@ -1,7 +1,10 @@
 // A tar reader and writer for CRI checkpoint archives: pull-based over a file handle, so a 100 GiB member streams
-// through a bounded buffer, and small enough that the daemon can look into an archive without a tar library.
+// through a bounded buffer, and small enough that the daemon and the NRI plugin can look into an archive without a
+// tar library (the one place tar headers are parsed).
 // Reads ustar, pax ('x' path, size, mtime) and GNU long names ('L'); writes ustar, with a pax header where a name
 // or size does not fit: what Go's archive/tar (containerd, checkpointctl) reads.
+
+import { constants } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
 
@@ -35,8 +38,16 @@ export class TarReader {
 
   private constructor(private readonly handle: FileHandle) {}
 
+  /** Opens without blocking on a FIFO and refuses anything but a regular file (an archive path is input). */
   static async open(path: string): Promise<TarReader> {
-    return new TarReader(await open(path, "r"));
+    const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    try {
+      if (!(await handle.stat()).isFile()) throw new Error(`${path} is not a regular file`);
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return new TarReader(handle);
   }
 
   /** Bytes consumed so far (for progress). */
@@ -301,21 +312,51 @@ function ustarHeader(h: TarHeader): Buffer {
   return b;
 }
 
-/** One small member of a tar file, reading only headers and that member: a CRI archive's page manifest. */
+export interface MemberLimits {
+  /** A wanted member larger than this is reported in tooLarge, not read. */
+  maxBytes?: number;
+  /** Headers read at most (a hostile archive of tiny members must not keep the caller). */
+  maxEntries?: number;
+}
+
+/**
+ * Small regular members of a tar file, found by reading headers only and seeking over every other member's data: a
+ * checkpoint archive holds gigabytes of page images, and NRI's CreateContainer has about two seconds. Stops once
+ * every wanted member was seen. Throws when the file is not a readable tar.
+ */
+export async function readTarMembers(
+  file: string,
+  members: readonly string[],
+  { maxBytes = 1024 * 1024, maxEntries = 100_000 }: MemberLimits = {},
+): Promise<{ found: Map<string, Buffer>; tooLarge: Map<string, number> }> {
+  const wanted = new Set(members.map(normaliseName));
+  const found = new Map<string, Buffer>();
+  const tooLarge = new Map<string, number>();
+  const reader = await TarReader.open(file);
+  try {
+    for (let entries = 0; entries < maxEntries && found.size + tooLarge.size < wanted.size; entries++) {
+      const h = await reader.next();
+      if (!h) break;
+      const name = normaliseName(h.name);
+      if (h.type !== "0" || !wanted.has(name) || found.has(name)) continue;
+      if (h.size > maxBytes) tooLarge.set(name, h.size);
+      else found.set(name, await reader.readSmall());
+    }
+    return { found, tooLarge };
+  } finally {
+    await reader.close();
+  }
+}
+
+/** One small regular member, or undefined when it is not there, is too large, or the file is no readable tar. */
 export async function readTarMember(
   file: string,
   member: string,
-  maxBytes: number,
+  limits: MemberLimits = {},
 ): Promise<Buffer | undefined> {
-  const want = normaliseName(member);
-  const reader = await TarReader.open(file);
   try {
-    for (let h = await reader.next(); h; h = await reader.next()) {
-      if (normaliseName(h.name) !== want) continue;
-      return h.size > maxBytes ? undefined : await reader.readSmall();
-    }
+    return (await readTarMembers(file, [member], limits)).found.get(normaliseName(member));
+  } catch {
     return undefined;
-  } finally {
-    await reader.close();
   }
 }
