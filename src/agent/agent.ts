@@ -249,6 +249,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       void plans.remove(id).catch(() => undefined);
       // A restore that never reached post-resume (CRIU failed) used its pages until now.
       void keeper?.store.releaseContainer(id).catch(() => undefined);
+      // …and kept the limits pre-restore raised (its pod's survive the container): they go back now.
+      void limits.settleContainer(id).catch(() => undefined);
     },
     // In the background: registration must not wait on driver calls.
     onSynchronized: (survivors) => {

@@ -51,8 +51,14 @@ export async function preDump(
   deadline: Deadline,
 ): Promise<PreDumpResult> {
   const result = await preDumpStage(ctx, request, deadline);
-  // Staged VRAM left in host memory keeps its raised limits: the watcher settles them once it is back.
-  if (!result.watch?.entry.pids.length) await ctx.limits.settleContainer(request.containerId);
+  // Staged VRAM left in host memory keeps its raised limits: the watcher settles them once it is back. A failure
+  // here must not cost the caller its watch (the limits' records stay on disk and go back at the next settle).
+  if (!result.watch?.entry.pids.length)
+    await ctx.limits
+      .settleContainer(request.containerId)
+      .catch((error) =>
+        ctx.log.error({ err: error, containerId: request.containerId }, "memory limits not settled"),
+      );
   return result;
 }
 
@@ -145,7 +151,16 @@ function entryFor(request: HookRequest, pids: number[], caller: CheckpointCaller
 /** The journal entry a resume watcher works from: the GPU state is in host memory until the container runs. */
 async function watching(ctx: StageContext, entry: JournalEntry): Promise<JournalEntry> {
   const thaw: JournalEntry = { ...entry, action: "thaw-after-resume" };
-  await ctx.journal.record(thaw);
+  // The watch runs from memory whatever the disk says: without it the GPU state would stay in host memory and the
+  // container paused. A moved entry is on disk already under the same id, for a repair after a crash.
+  await ctx.journal
+    .record(thaw)
+    .catch((error) =>
+      ctx.log.error(
+        { err: error, containerId: entry.containerId },
+        "could not journal the resume watch; watching from memory",
+      ),
+    );
   return thaw;
 }
 
@@ -217,8 +232,10 @@ async function moveToHost(
     }
     const raised = await raiseLimits(ctx, request, levels[0]?.dir, admission.raises);
     if (raised) return { kind: "untouched", reply: raised };
-    entry = entryFor(request, pids, caller);
-    await ctx.journal.record(entry);
+    const planned = entryFor(request, pids, caller);
+    await ctx.journal.record(planned);
+    // Only now is there something to undo: a failed record left the driver untouched.
+    entry = planned;
     const record = await ctx.engine.checkpoint(pids, deadline);
     ctx.metrics.record(record);
     if (!record.ok) {

@@ -19,6 +19,9 @@ const RESUME_CALL_MS = 10_000;
  * (its caller's deadline cut the checkpoint), the watcher resumes the task through containerd. Each holds its
  * container's operation slot until it is done.
  */
+/** Pause before a failed watcher step is tried again. */
+const STEP_RETRY_MS = 1000;
+
 export class ResumeWatchers {
   private readonly running = new Set<Promise<void>>();
   /** The watch of each container whose checkpoint is in flight: its post-dump joins it. */
@@ -74,7 +77,8 @@ export class ResumeWatchers {
     const { pollMs } = ctx.timing;
     const log = stageLog(ctx, entry.containerId, "resume");
     const t0 = performance.now();
-    while (caller && !(await caller.poll()).criuGone && !this.stopping()) await delay(pollMs);
+    while (caller && !(await caller.poll().catch(() => ({ criuGone: false }))).criuGone && !this.stopping())
+      await delay(pollMs);
     const criuDone = performance.now();
     // Only a dump that went on after a successful GPU stage can fail in CRIU itself.
     const dump = entry.pids.length > 0 ? await caller?.criuOutcome() : undefined;
@@ -86,61 +90,70 @@ export class ResumeWatchers {
     for (;;) {
       // What is left unfinished stays in the journal: the next start repairs it.
       if (this.stopping()) return;
-      const alive = await ctx.host.livingPids(entry.pids);
-      const containerGone = !(await ctx.host.identify(entry.initPid));
-      if (alive.length === 0 && (entry.pids.length > 0 || containerGone)) {
-        if (entry.pids.length > 0)
-          log.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
-        await ctx.journal.complete(entry.id);
-        ctx.containers.finished(
-          entry.containerId,
-          "checkpoint",
-          dumpFailed ? { ok: false, error: dumpFailed } : { ok: true },
-        );
-        return;
-      }
-      const frozen = freezer ? await freezer.isFrozen().catch(() => false) : false;
-      const tracers = await Promise.all(alive.map((pid) => ctx.host.tracerOf(pid)));
-      const traced = tracers.some((tracer) => (tracer ?? 0) !== 0);
-      if (!frozen && !traced) {
-        if (alive.length === 0) {
-          // Nothing was moved to host memory: containerd (or kybernate for it) resumed the container; done.
-          markResumed(ctx, entry.containerId);
+      try {
+        const alive = await ctx.host.livingPids(entry.pids);
+        const containerGone = !(await ctx.host.identify(entry.initPid));
+        if (alive.length === 0 && (entry.pids.length > 0 || containerGone)) {
+          if (entry.pids.length > 0)
+            log.info({ pids: entry.pids }, "container exited after its checkpoint; nothing to thaw");
           await ctx.journal.complete(entry.id);
+          ctx.containers.finished(
+            entry.containerId,
+            "checkpoint",
+            dumpFailed ? { ok: false, error: dumpFailed } : { ok: true },
+          );
           return;
         }
-        markResumed(ctx, entry.containerId);
-        const record = await bringBack(ctx, alive, { log, deviceMap: entry.deviceMap });
-        markResumed(ctx, entry.containerId, record);
-        await ctx.journal.complete(entry.id);
-        ctx.metrics.record(record);
-        // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.
-        if (record.ok) ctx.metrics.repaired(caller ? "resume" : "recovery", alive.length);
-        // The GPU is back either way; the checkpoint itself succeeded only if CRIU's dump did.
-        const error = record.ok ? dumpFailed : describeFailure(record);
-        ctx.containers.finished(entry.containerId, "checkpoint", {
-          ok: !error,
-          record,
-          ...(error ? { error } : {}),
-        });
-        log.info(
-          {
-            pids: alive,
-            ok: record.ok,
-            afterCriuMs: Math.round(performance.now() - criuDone),
-            totalMs: Math.round(performance.now() - t0),
-          },
-          record.ok ? "container resumed; GPU state restored" : "container resumed; GPU state NOT restored",
-        );
-        return;
-      }
-      if (frozen && !traced) {
-        frozenSince ??= performance.now();
-        if (!resumeAsked && freezer && (await this.resumeIsLost(watch, performance.now() - frozenSince))) {
-          resumeAsked = true;
-          await this.resumeTask(watch, log);
+        const frozen = freezer ? await freezer.isFrozen().catch(() => false) : false;
+        const tracers = await Promise.all(alive.map((pid) => ctx.host.tracerOf(pid)));
+        const traced = tracers.some((tracer) => (tracer ?? 0) !== 0);
+        if (!frozen && !traced) {
+          if (alive.length === 0) {
+            // Nothing was moved to host memory: containerd (or kybernate for it) resumed the container; done.
+            markResumed(ctx, entry.containerId);
+            await ctx.journal.complete(entry.id);
+            return;
+          }
+          markResumed(ctx, entry.containerId);
+          const record = await bringBack(ctx, alive, { log, deviceMap: entry.deviceMap });
+          markResumed(ctx, entry.containerId, record);
+          await ctx.journal.complete(entry.id);
+          ctx.metrics.record(record);
+          // A watcher started by pre-dump knows its CRIU process; one started by recover() does not.
+          if (record.ok) ctx.metrics.repaired(caller ? "resume" : "recovery", alive.length);
+          // The GPU is back either way; the checkpoint itself succeeded only if CRIU's dump did.
+          const error = record.ok ? dumpFailed : describeFailure(record);
+          ctx.containers.finished(entry.containerId, "checkpoint", {
+            ok: !error,
+            record,
+            ...(error ? { error } : {}),
+          });
+          log.info(
+            {
+              pids: alive,
+              ok: record.ok,
+              afterCriuMs: Math.round(performance.now() - criuDone),
+              totalMs: Math.round(performance.now() - t0),
+            },
+            record.ok ? "container resumed; GPU state restored" : "container resumed; GPU state NOT restored",
+          );
+          return;
         }
-      } else frozenSince = undefined;
+        if (frozen && !traced) {
+          frozenSince ??= performance.now();
+          if (!resumeAsked && freezer && (await this.resumeIsLost(watch, performance.now() - frozenSince))) {
+            resumeAsked = true;
+            await this.resumeTask(watch, log);
+          }
+        } else frozenSince = undefined;
+      } catch (error) {
+        // A failed step (a full disk under the journal, a thaw or bring-back that threw) is tried again: giving up
+        // here would leave the container paused or its GPU state in host memory until the daemon restarts.
+        log.error({ err: error }, "resume watcher step failed; trying again");
+        resumeAsked = false;
+        await delay(Math.max(pollMs, STEP_RETRY_MS));
+        continue;
+      }
       await delay(pollMs);
     }
   }

@@ -183,3 +183,21 @@ test("the container is gone: the error names its cgroup", async () => {
   const result = await run();
   assert.match(result.reply.error ?? "", /cannot find the container's cgroup: pid 100 not found/);
 });
+
+test("the journal cannot take the resume watch (disk full): the watch is still returned, from memory", async () => {
+  const c = await frozenContainer();
+  const record = r.ctx.journal.record.bind(r.ctx.journal);
+  r.ctx.journal.record = async (entry) => {
+    if (entry.action === "thaw-after-resume") throw new Error("ENOSPC: no space left on device");
+    await record(entry);
+  };
+  const result = await run();
+  assert.equal(result.reply.ok, true, result.reply.error);
+  assert.deepEqual(states(r.driver, c.cudaPids), [CHECKPOINTED, CHECKPOINTED]);
+  assert.deepEqual(result.watch?.entry.pids, [101, 102], "a watcher will bring them back");
+  assert.deepEqual(
+    r.journalEntries().map((e) => e.action),
+    ["pre-dump"],
+    "the moved processes stay journalled for a repair after a crash",
+  );
+});

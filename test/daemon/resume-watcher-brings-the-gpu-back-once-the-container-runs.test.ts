@@ -161,3 +161,38 @@ test("a process still traced (CRIU's ptrace) is not touched", async () => {
   r.host.processes.set(301, { startTime: "1", tracer: 0 });
   await until("the restore", () => states(r.driver, [301])[0] === RUNNING);
 });
+
+test("a step that throws (the journal on a full disk) is tried again: the GPU still comes back, the slot is freed", async () => {
+  const c = await checkpointed();
+  const complete = r.ctx.journal.complete.bind(r.ctx.journal);
+  let failures = 0;
+  r.ctx.journal.complete = async (id: string) => {
+    if (failures++ === 0)
+      throw Object.assign(new Error("ENOSPC: no space left on device"), { code: "ENOSPC" });
+    await complete(id);
+  };
+  criuDetached();
+  c.freezer.frozen = false;
+  await until("the restore", () => states(r.driver, [301])[0] === RUNNING, 4000);
+  await until("the slot freed", () => !r.ctx.containers.isBusy("c0ffee"), 4000);
+  assert.ok(failures >= 2, "the failed step was tried again");
+  assert.deepEqual(r.journalEntries(), []);
+});
+
+test("a resume through containerd that throws is asked again: the container ends resumed and its GPU back", async () => {
+  const c = await checkpointed();
+  c.checkpoint.finish();
+  criuDetached();
+  const record = r.ctx.journal.record.bind(r.ctx.journal);
+  let failed = false;
+  r.ctx.journal.record = async (entry) => {
+    if (entry.resumedTaskAt && !failed) {
+      failed = true;
+      throw new Error("EIO: i/o error");
+    }
+    await record(entry);
+  };
+  await until("the resume and restore", () => states(r.driver, [301])[0] === RUNNING, 5000);
+  assert.ok(failed, "the first resume failed");
+  assert.deepEqual(r.runtime.resumed, [{ namespace: "k8s.io", containerId: "c0ffee" }]);
+});
