@@ -133,7 +133,11 @@ export function markResumed(ctx: StageContext, containerId: string, thaw?: Opera
  * The checkpoint's phases, once its watcher is done: logged, counted (Prometheus), kept for `kybernate ps`, and
  * folded into this node's rates; with the page store, its archive is looked for and the store collected.
  */
-export async function reportCheckpoint(ctx: StageContext, containerId: string): Promise<void> {
+export async function reportCheckpoint(
+  ctx: StageContext,
+  containerId: string,
+  outcome: { archiveLost?: boolean } = {},
+): Promise<void> {
   const run = ctx.containers.takeRun(containerId);
   if (!run) return;
   await run.hasher?.stop();
@@ -170,5 +174,16 @@ export async function reportCheckpoint(ctx: StageContext, containerId: string): 
   else if (phases.untilResume !== undefined)
     extras.rates.observe("restSelfContained", image, phases.untilResume * (1 + AFTER_RESUME_FACTOR));
   await extras.rates.save().catch((error: Error) => log.debug({ err: error }, "rates not saved"));
-  if (t.stored) extras.pages?.afterCheckpoint(t.stored.checkpointId, t.startedAt);
+  if (!t.stored || !extras.pages) return;
+  if (outcome.archiveLost) {
+    // No archive will ever name these pages (containerd abandoned the checkpoint): left in the store they would
+    // count among the container's newest and push out the pages of a checkpoint whose archive does exist.
+    await extras.pages.store.discard(t.stored.checkpointId);
+    log.info(
+      { checkpointId: t.stored.checkpointId },
+      "page store: the abandoned checkpoint's pages discarded",
+    );
+    return;
+  }
+  extras.pages.afterCheckpoint(t.stored.checkpointId, t.startedAt);
 }

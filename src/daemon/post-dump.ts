@@ -56,12 +56,12 @@ async function storePages(
     log.warn("CRIU gave no image directory (CRTOOLS_IMAGE_DIR): the checkpoint stays self-contained");
     return { ok: true };
   }
-  // Admission decided this with the filesystems in view; a checkpoint it did not see (no CUDA process) is
+  // Admission decided this with the filesystems in view (the disk it reserved is the store's: a failed rename then
+  // fails the checkpoint, never a silent self-contained one); a checkpoint it did not see (no CUDA process) is
   // checked here: a page image can only move by a rename.
-  const [storeDev, imageDev] = await Promise.all([
-    pages.store.device(),
-    stat(imageDir).then((s) => s.dev),
-  ]).catch(() => [0, 1]);
+  const [storeDev, imageDev] = run
+    ? [0, 0]
+    : await Promise.all([pages.store.device(), stat(imageDir).then((s) => s.dev)]).catch(() => [0, 1]);
   if (storeDev !== imageDev) {
     log.warn(
       { store: pages.store.dir, imageDir },

@@ -42,7 +42,7 @@ export class ResumeWatchers {
         await this.ctx.limits.settleContainer(containerId);
       })
       .catch((error) => this.ctx.log.error({ err: error, containerId }, "memory limits not settled"))
-      .then(() => reportCheckpoint(this.ctx, containerId))
+      .then(() => reportCheckpoint(this.ctx, containerId, { archiveLost: watch.caller?.abandoned === true }))
       .catch((error) => this.ctx.log.warn({ err: error, containerId }, "checkpoint phases not reported"))
       .finally(() => {
         if (this.watches.get(containerId) === watch) this.watches.delete(containerId);

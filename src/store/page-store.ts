@@ -291,7 +291,6 @@ export class PageStore {
     node: string,
   ): Promise<LinkResult> {
     const record = await this.holding(manifest, node);
-    await this.verify(record, manifest, node);
     await this.markInUse(record.checkpointId, containerId);
     const linked: string[] = [];
     let method: LinkResult["method"] = "hard link";

@@ -90,6 +90,8 @@ async function checkpointing(options: { store?: "same-fs" | "none"; manage?: { p
     imageDir,
     keeper,
     resume,
+    criu,
+    container: c,
     postDump: () => coordinator?.handle(hookRequest("post-dump", 100, { imageDir })),
   };
 }
@@ -178,4 +180,22 @@ test("without a page store post-dump changes nothing", async () => {
   assert.deepEqual(files(x.imageDir), before);
   assert.ok(!existsSync(join(x.imageDir, PAGES_MANIFEST)));
   await x.resume();
+});
+
+test("containerd abandons the checkpoint after post-dump (the caller's deadline): its pages leave the store at the resume", async () => {
+  const x = await checkpointing();
+  const reply = await x.postDump();
+  assert.equal(reply?.ok, true, reply?.error);
+  assert.equal((await x.keeper?.store.entries())?.length, 1);
+  // The shim kills runc: no archive will be written; containerd's own resume is lost, kybernate resumes the task.
+  r.runtime.onResume = () => {
+    x.container.freezer.frozen = false;
+  };
+  x.criu.cut();
+  await sleep(30);
+  x.criu.finish();
+  r.host.processes.set(101, { startTime: "1", tracer: 0 });
+  await until("the GPU back", () => states(r.driver, [101])[0] === RUNNING);
+  await until("the slot freed", () => !r.ctx.containers.isBusy("c0ffee"));
+  assert.deepEqual(await x.keeper?.store.entries(), [], "no pages kept for an archive that never comes");
 });
