@@ -125,6 +125,24 @@ export interface RegistryArgs {
   plainHttp?: boolean;
 }
 
+/** The options of every command that talks to a registry (yargs `.options(REGISTRY_OPTIONS)`). */
+export const REGISTRY_OPTIONS = {
+  "registry-config": {
+    type: "string",
+    describe: "Docker config.json with the registry's credentials (default ~/.docker/config.json)",
+  },
+  "plain-http": {
+    type: "boolean",
+    describe: "speak plain HTTP to the registry (default: only for localhost and 127.x)",
+  },
+} as const;
+
+/** The registry options as given, without the absent ones. */
+export const registryArgs = (a: RegistryArgs): RegistryArgs => ({
+  ...(a.registryConfig ? { registryConfig: a.registryConfig } : {}),
+  ...(a.plainHttp !== undefined ? { plainHttp: a.plainHttp } : {}),
+});
+
 export async function registryClient(ref: ImageReference, o: RegistryArgs): Promise<RegistryClient> {
   let credentials: Awaited<ReturnType<typeof credentialsFor>>;
   try {

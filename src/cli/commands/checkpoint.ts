@@ -6,15 +6,20 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import type { CriClient } from "../../cri/client.js";
 import { CriError } from "../../cri/errors.js";
 import { askDaemon } from "../../daemon/client.js";
-import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import type { Compression } from "../../image/oci.js";
 import { archiveCheckpointId } from "../../store/page-store.js";
+import {
+  parseRef,
+  REGISTRY_OPTIONS,
+  type RegistryArgs,
+  registryArgs,
+  registryClient,
+} from "../checkpoint-image.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { fetchDaemonStatus } from "../daemon-status.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { humanBytes, type ProgressOptions, seconds, withProgress } from "../progress.js";
 import { resolveContainer, shortId } from "../resolve.js";
-import { rewriteArchive } from "./archive.js";
 import { buildImage, type ImageBuildResult } from "./image.js";
 
 /** The kubelet's deadline for a checkpoint (its API's `?timeout=` default). */
@@ -149,8 +154,7 @@ export interface CheckpointPushOptions extends CheckpointOptions {
   /** The checkpoint image to build from the archive and push. */
   push: string;
   compression?: Compression;
-  registryConfig?: string;
-  plainHttp?: boolean;
+  registry?: RegistryArgs;
 }
 
 export interface CheckpointPushResult extends CheckpointResult {
@@ -164,26 +168,20 @@ export interface CheckpointPushResult extends CheckpointResult {
  * --output asked for it. The image holds every page of the process (it must restore anywhere on its own).
  */
 export async function checkpointAndPush(o: CheckpointPushOptions): Promise<CheckpointPushResult> {
+  // The reference and the registry's credentials are checked before the container is touched.
+  const registry = o.registry ?? {};
+  const client = await registryClient(parseRef(o.push, "--push"), registry);
   const ckpt = await checkpointContainer(o);
-  // A thin archive's pages are in this node's store: the image gets them back (it must restore anywhere).
-  const source = ckpt.checkpointId ? `${ckpt.path}.inline.tar` : ckpt.path;
   let image: ImageBuildResult;
   try {
-    if (ckpt.checkpointId)
-      await rewriteArchive(
-        "inline",
-        { archive: ckpt.path, output: source, socket: o.daemonSocket ?? DEFAULT_DAEMON_SOCKET },
-        o.progress,
-      );
     image = await buildImage({
-      archive: source,
+      archive: ckpt.path,
       tag: o.push,
       push: true,
       ...(o.compression ? { compression: o.compression } : {}),
-      registry: {
-        ...(o.registryConfig ? { registryConfig: o.registryConfig } : {}),
-        ...(o.plainHttp !== undefined ? { plainHttp: o.plainHttp } : {}),
-      },
+      registry,
+      registryClient: client,
+      ...(o.daemonSocket ? { pageStore: { socket: o.daemonSocket } } : {}),
       ...(o.progress ? { progress: o.progress } : {}),
     });
   } catch (err) {
@@ -192,8 +190,6 @@ export async function checkpointAndPush(o: CheckpointPushOptions): Promise<Check
   the checkpoint itself succeeded: ${ckpt.path} (push it with kybernate image build ${ckpt.path} --tag ${o.push} --push)`,
       err instanceof CliError ? err.exitCode : 1,
     );
-  } finally {
-    if (source !== ckpt.path) await rm(source, { force: true });
   }
   const archiveKept = !!o.output;
   if (!archiveKept) await rm(ckpt.path, { force: true });
@@ -241,11 +237,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
           default: "none",
           describe: "with --push: the image layer's compression",
         })
-        .option("registry-config", {
-          type: "string",
-          describe: "with --push: Docker config.json with the registry's credentials",
-        })
-        .option("plain-http", { type: "boolean", describe: "with --push: plain HTTP to the registry" }),
+        .options(REGISTRY_OPTIONS),
     ) as unknown as Argv<CheckpointArgs>,
   handler: async (args: ArgumentsCamelCase<CheckpointArgs>) => {
     let cri: CriClient | undefined;
@@ -263,8 +255,7 @@ export const checkpointCommand: CommandModule<object, CheckpointArgs> = {
           ...base,
           push: args.push,
           compression: args.compression as Compression,
-          ...(args.registryConfig ? { registryConfig: args.registryConfig } : {}),
-          ...(args.plainHttp !== undefined ? { plainHttp: args.plainHttp } : {}),
+          registry: registryArgs(args),
         });
         process.stdout.write(
           `${r.image.reference}@${r.image.manifestDigest}\t${humanBytes(r.image.layer.size)}\t${seconds(r.ms)}\t${seconds(r.image.ms)}${r.archiveKept ? `\t${r.path}` : ""}\n`,

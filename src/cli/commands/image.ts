@@ -1,11 +1,23 @@
-import { stat } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import { ArchiveRefused } from "../../image/archive-scan.js";
 import { type BuiltImage, buildCheckpointImage } from "../../image/build.js";
 import type { Compression } from "../../image/oci.js";
-import { describeArchive, parseRef, type RegistryArgs, registryClient } from "../checkpoint-image.js";
+import type { RegistryClient } from "../../image/registry.js";
+import { archiveCheckpointId } from "../../store/page-store.js";
+import {
+  describeArchive,
+  parseRef,
+  REGISTRY_OPTIONS,
+  type RegistryArgs,
+  registryArgs,
+  registryClient,
+} from "../checkpoint-image.js";
 import { CliError, exitWithError } from "../cli-error.js";
+import { type PageStoreArgs, withPageStore } from "../page-store-access.js";
 import { humanBytes, type ProgressOptions, seconds, withByteProgress } from "../progress.js";
+import { rewriteArchive } from "./archive.js";
 
 export interface ImageBuildOptions {
   archive: string;
@@ -15,6 +27,10 @@ export interface ImageBuildOptions {
   push?: boolean;
   compression?: Compression;
   registry?: RegistryArgs;
+  /** A client made (and its credentials checked) before: kybernate checkpoint --push checks them first. */
+  registryClient?: RegistryClient;
+  /** Where a thin archive's pages are (the daemon's page store, or --page-store). */
+  pageStore?: PageStoreArgs;
   progress?: ProgressOptions;
 }
 
@@ -38,19 +54,31 @@ export async function buildImage(o: ImageBuildOptions): Promise<ImageBuildResult
     if (err instanceof CliError) throw err;
     throw new CliError(`no checkpoint archive at ${o.archive}: check the path`, 2);
   }
-  const registry = o.push ? await registryClient(reference, o.registry ?? {}) : undefined;
+  const registry = o.push
+    ? (o.registryClient ?? (await registryClient(reference, o.registry ?? {})))
+    : undefined;
   const started = Date.now();
+  // A thin archive's pages are in a node's page store: the image gets them back (it must restore anywhere).
+  const thin = await archiveCheckpointId(o.archive);
+  const source = thin ? `${o.archive}.inline.tar` : o.archive;
   try {
+    if (thin)
+      await rewriteArchive(
+        "inline",
+        { archive: o.archive, output: source, socket: DEFAULT_DAEMON_SOCKET, ...o.pageStore },
+        o.progress,
+      );
+    const sourceBytes = thin ? (await stat(source)).size : size;
     const built = await withByteProgress(
       `building ${o.tag} from ${o.archive}${o.push ? " and pushing it" : ""}`,
       (update) =>
         buildCheckpointImage({
-          archive: o.archive,
+          archive: source,
           reference,
           compression: o.compression ?? "none",
           ...(o.output ? { output: o.output } : {}),
           ...(registry ? { registry } : {}),
-          describe: (scan) => describeArchive(o.archive, size, scan),
+          describe: (scan) => describeArchive(o.archive, sourceBytes, scan),
           onProgress: update,
         }),
       o.progress,
@@ -61,10 +89,12 @@ export async function buildImage(o: ImageBuildOptions): Promise<ImageBuildResult
     if (err instanceof ArchiveRefused)
       throw new CliError(`${o.archive} cannot become a checkpoint image: ${err.message}`, 2);
     throw new CliError(`building ${o.tag} failed: ${(err as Error).message}`);
+  } finally {
+    if (thin) await rm(source, { force: true });
   }
 }
 
-interface ImageBuildArgs {
+interface ImageBuildArgs extends PageStoreArgs {
   archive: string;
   tag: string;
   output?: string;
@@ -79,7 +109,8 @@ const build: CommandModule<object, ImageBuildArgs> = {
   describe:
     "An OCI checkpoint image from a CRI checkpoint archive (what the kubelet restores from a registry)",
   builder: (yargs: Argv) =>
-    yargs
+    // The page store's options: a thin archive's pages are put back from it.
+    withPageStore(yargs)
       .positional("archive", { type: "string", demandOption: true, describe: "the checkpoint .tar" })
       .option("tag", { type: "string", demandOption: true, describe: "the image reference HOST/PATH:TAG" })
       .option("output", {
@@ -93,14 +124,7 @@ const build: CommandModule<object, ImageBuildArgs> = {
         default: "none",
         describe: "the layer's compression (CRIU's pages compress little; none is fastest)",
       })
-      .option("registry-config", {
-        type: "string",
-        describe: "Docker config.json with the registry's credentials (default ~/.docker/config.json)",
-      })
-      .option("plain-http", {
-        type: "boolean",
-        describe: "speak plain HTTP to the registry (default: only for localhost and 127.x)",
-      }) as unknown as Argv<ImageBuildArgs>,
+      .options(REGISTRY_OPTIONS) as unknown as Argv<ImageBuildArgs>,
   handler: async (args: ArgumentsCamelCase<ImageBuildArgs>) => {
     try {
       const r = await buildImage({
@@ -109,9 +133,11 @@ const build: CommandModule<object, ImageBuildArgs> = {
         ...(args.output ? { output: args.output } : {}),
         ...(args.push ? { push: true } : {}),
         compression: args.compression as Compression,
-        registry: {
-          ...(args.registryConfig ? { registryConfig: args.registryConfig } : {}),
-          ...(args.plainHttp !== undefined ? { plainHttp: args.plainHttp } : {}),
+        registry: registryArgs(args),
+        pageStore: {
+          socket: args.socket,
+          ...(args.pageStore ? { pageStore: args.pageStore } : {}),
+          ...(args.nodeName ? { nodeName: args.nodeName } : {}),
         },
       });
       process.stdout.write(

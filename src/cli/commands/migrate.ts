@@ -3,7 +3,7 @@ import type { CriClient } from "../../cri/client.js";
 import { K, RESTORE_SPEC_LABEL, readCheckpointAnnotations } from "../../image/checkpoint-annotations.js";
 import type { Compression } from "../../image/oci.js";
 import { RUNTIME_MOUNTS } from "../archive.js";
-import type { RestoreSpec } from "../checkpoint-image.js";
+import { REGISTRY_OPTIONS, type RestoreSpec, registryArgs } from "../checkpoint-image.js";
 import { exitWithError } from "../cli-error.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
 import { humanBytes, seconds } from "../progress.js";
@@ -99,11 +99,7 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
           describe: "seconds the checkpoint may take",
         })
         .option("compression", { choices: ["none", "gzip", "zstd"], default: "none" })
-        .option("registry-config", {
-          type: "string",
-          describe: "Docker config.json with the registry's credentials",
-        })
-        .option("plain-http", { type: "boolean", describe: "plain HTTP to the registry" }),
+        .options(REGISTRY_OPTIONS),
     ) as unknown as Argv<MigrateArgs>,
   handler: async (args: ArgumentsCamelCase<MigrateArgs>) => {
     let cri: CriClient | undefined;
@@ -117,8 +113,7 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
         timeoutS: args.timeout,
         daemonSocket: args.socket,
         compression: args.compression as Compression,
-        ...(args.registryConfig ? { registryConfig: args.registryConfig } : {}),
-        ...(args.plainHttp !== undefined ? { plainHttp: args.plainHttp } : {}),
+        registry: registryArgs(args),
       });
       process.stderr.write(
         `checkpoint ${seconds(r.ms)}, image ${humanBytes(r.image.layer.size)} built and pushed in ${seconds(r.image.ms)}\n`,

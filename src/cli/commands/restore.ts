@@ -11,9 +11,11 @@ import { readCheckpointArchive } from "../archive.js";
 import {
   explainPullFailure,
   type ImageCheckpoint,
+  REGISTRY_OPTIONS,
   type RegistryArgs,
   type RestoreSpec,
   readImageCheckpoint,
+  registryArgs,
 } from "../checkpoint-image.js";
 import { CliError, exitWithError } from "../cli-error.js";
 import { type EndpointArgs, openCri, withEndpoints } from "../endpoints.js";
@@ -113,6 +115,13 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   const name = o.name ?? spec.containerName;
   const env = { ...spec.env, ...(o.gpus ? { NVIDIA_VISIBLE_DEVICES: o.gpus } : {}) };
   refuseMissingMounts(from, spec.mounts);
+  // Refused before any pod exists.
+  const auth = image?.registry.credentialsForPull();
+  if (image && auth && "registryToken" in auth)
+    throw new CliError(
+      `the credentials for ${image.reference} are a registry token, which containerd's pull does not take (its CRI ParseAuth leaves RegistryToken to do): give a user and password in --registry-config`,
+      2,
+    );
 
   let podId: string;
   let podConfig: In<PodSandboxConfig>;
@@ -158,7 +167,6 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   // container.log there (and silently skips it when the folder is missing).
   const logDirectory = podConfig.logDirectory ? String(podConfig.logDirectory) : "";
   const logPath = logDirectory ? join(name, "0.log") : undefined;
-  if (logPath) mkdirSync(join(logDirectory, name), { recursive: true, mode: 0o755 });
 
   const started = Date.now();
   let containerId: string | undefined;
@@ -166,15 +174,12 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   let createMs = 0;
   let startMs = 0;
   try {
+    // Inside the try: a folder that cannot be made undoes the pod made for it.
+    if (logPath) mkdirSync(join(logDirectory, name), { recursive: true, mode: 0o755 });
     let imageForCreate = from;
     let userSpecifiedImage: string | undefined;
     if (image) {
       const img = image;
-      const auth = img.registry.credentialsForPull();
-      if (auth && "registryToken" in auth)
-        throw new Error(
-          `the credentials for ${img.reference} are a registry token, which containerd's pull does not take (its CRI ParseAuth leaves RegistryToken to do): give a user and password in --registry-config`,
-        );
       const t = Date.now();
       try {
         // What was checked is what is pulled: by digest. The kubelet then names the image id it got back.
@@ -381,14 +386,7 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
           describe:
             "a new pod's log folder goes below this (the kubelet's <ns>_<pod>_<uid>/<container>/0.log)",
         })
-        .option("registry-config", {
-          type: "string",
-          describe: "Docker config.json with the registry's credentials (default ~/.docker/config.json)",
-        })
-        .option("plain-http", {
-          type: "boolean",
-          describe: "speak plain HTTP to the registry (default: only for localhost and 127.x)",
-        })
+        .options(REGISTRY_OPTIONS)
         .option("nvidia-smi", {
           type: "string",
           default: "nvidia-smi",
@@ -415,10 +413,7 @@ export const restoreCommand: CommandModule<object, RestoreArgs> = {
         timeoutS: args.timeout,
         logRoot: args.logRoot,
         nvidiaSmi: args.nvidiaSmi,
-        registry: {
-          ...(args.registryConfig ? { registryConfig: args.registryConfig } : {}),
-          ...(args.plainHttp !== undefined ? { plainHttp: args.plainHttp } : {}),
-        },
+        registry: registryArgs(args),
       });
       process.stderr.write(
         `restored ${r.checkpoint.containerName} as ${r.name} in ${r.createdPod ? "new " : ""}pod ${r.pod} ` +
