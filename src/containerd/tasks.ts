@@ -6,8 +6,6 @@ import { protoDir } from "../base/paths.js";
 export const DEFAULT_CONTAINERD_SOCKET = "/run/containerd/containerd.sock";
 
 /** A task's status as containerd's Tasks service reports it (containerd.v1.types.Status). */
-export type TaskStatus = "UNKNOWN" | "CREATED" | "RUNNING" | "STOPPED" | "PAUSED" | "PAUSING";
-
 /** A container as containerd names it: its id within a containerd namespace (CRI's is "k8s.io"). */
 export interface TaskRef {
   namespace: string;
@@ -35,13 +33,6 @@ export class ContainerdTasks {
       throw new Error(
         `containerd's socket must be an absolute path (e.g. ${DEFAULT_CONTAINERD_SOCKET}), got "${socket}"`,
       );
-  }
-
-  async status(task: TaskRef, deadline: Deadline): Promise<TaskStatus> {
-    const res = (await this.call("Get", task, { containerId: task.containerId, execId: "" }, deadline)) as {
-      process?: { status?: TaskStatus };
-    };
-    return res.process?.status ?? "UNKNOWN";
   }
 
   async resume(task: TaskRef, deadline: Deadline): Promise<void> {

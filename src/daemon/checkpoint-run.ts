@@ -1,15 +1,15 @@
 import { stat } from "node:fs/promises";
 import type { VramEstimate } from "../checkpoint/admission.js";
 import type { OperationRecord } from "../gpu/engine.js";
+import type { MemoryLevel } from "../host/cgroup.js";
 import { filesystemOf } from "../host/filesystems.js";
-import { dumpableBytes } from "../host/memory-stat.js";
 import { FollowingHasher } from "../store/follow-hash.js";
 import type { CheckpointCaller } from "./checkpoint-caller.js";
 import { planDisk, size } from "./disk-admission.js";
 import type { HookRequest } from "./protocol.js";
 import { AFTER_RESUME_FACTOR, estimateCheckpoint } from "./rates.js";
 import { stageLog } from "./report.js";
-import type { ContainerOnHost, StageContext } from "./stage-context.js";
+import type { StageContext } from "./stage-context.js";
 import { type CheckpointRun, CheckpointTimeline, describePhases } from "./timeline.js";
 
 /** CRIU's own images and its margin for error, on top of the memory it dumps. */
@@ -26,7 +26,8 @@ export async function beforeGpuStage(
   o: {
     request: HookRequest;
     caller: CheckpointCaller;
-    container: ContainerOnHost;
+    /** The container's memory cgroups, as pre-dump read them (innermost first). */
+    levels: readonly MemoryLevel[];
     startedAt: number;
     estimate?: VramEstimate;
   },
@@ -53,8 +54,7 @@ export async function beforeGpuStage(
       );
       return { ok: true };
     }
-    const memory = (await o.container.memoryLevels().catch(() => []))[0];
-    const dumped = memory ? ((await dumpableBytes(memory.dir)) ?? 0) : 0;
+    const dumped = o.levels[0]?.dumpable ?? 0;
     const image = Math.round((vram + dumped) * IMAGE_MARGIN + IMAGE_EXTRA_BYTES);
     run.expectedImageBytes = image;
     if (extras.disk.enabled && o.caller.imageDir) {

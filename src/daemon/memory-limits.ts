@@ -164,11 +164,6 @@ export class MemoryLimits {
     return records;
   }
 
-  /** What is raised now for the container (for logs and tests). */
-  async raised(cgroup: string): Promise<LimitRaise[]> {
-    return (await this.load(limitKey(cgroup)))?.changes ?? [];
-  }
-
   close(): void {
     this.closing.abort(new Error("kybernate is stopping"));
   }

@@ -225,7 +225,7 @@ async function moveToHost(
       return { kind: "untouched", reply: fail(ctx, request, admission.verdict.error) };
     }
     const estimate = admission.estimate;
-    const ahead = await beforeGpuStage(ctx, { request, caller, container, startedAt: started.at, estimate });
+    const ahead = await beforeGpuStage(ctx, { request, caller, levels, startedAt: started.at, estimate });
     if (!ahead.ok) {
       ctx.metrics.result("checkpoint", "refused");
       return { kind: "untouched", reply: fail(ctx, request, ahead.error) };

@@ -42,13 +42,6 @@ export async function processesOfCgroup(dir: string): Promise<number[]> {
   return [...pids].sort((a, b) => a - b);
 }
 
-/** The memory controller's limit and usage, in bytes; limit undefined when there is none. */
-export interface MemoryUse {
-  dir: string;
-  limit?: number;
-  usage: number;
-}
-
 /** The cgroups of one process (a container's init), from one read of /proc/PID/cgroup. */
 export class ProcessCgroups {
   private constructor(
@@ -135,27 +128,6 @@ export class ProcessCgroups {
     }
     return levels;
   }
-
-  /** The memory controller's limit and usage; undefined when the process has no memory cgroup of its own. */
-  async memory(): Promise<MemoryUse | undefined> {
-    const candidates: Array<[string, string, string]> = [];
-    const v2 = this.v2();
-    if (v2 && v2.path !== "/") candidates.push([join(this.root, v2.path), "memory.max", "memory.current"]);
-    const v1 = this.v1("memory");
-    if (v1 && v1.path !== "/")
-      candidates.push([join(this.root, "memory", v1.path), "memory.limit_in_bytes", "memory.usage_in_bytes"]);
-    let unlimited: MemoryUse | undefined;
-    for (const [dir, limitFile, usageFile] of candidates) {
-      if (!existsSync(join(dir, limitFile))) continue;
-      const limitText = (await readFile(join(dir, limitFile), "utf8")).trim();
-      const limit = Number(limitText);
-      const usage = Number((await readFile(join(dir, usageFile), "utf8")).trim());
-      // v2 says "max"; v1 says a number near 2^63 for "unlimited". A hybrid host may limit in either.
-      if (limitText !== "max" && Number.isFinite(limit) && limit < 2 ** 62) return { dir, usage, limit };
-      unlimited ??= { dir, usage };
-    }
-    return unlimited;
-  }
 }
 
 /** One memory limit file of a cgroup and its value; `bytes` undefined when it is unlimited. */
@@ -174,6 +146,11 @@ export interface MemoryLevel {
   version: 1 | 2;
   usage: number;
   unreclaimable: number;
+  /**
+   * Anonymous plus shared memory (tmpfs, memfd): what CRIU dumps into page images (it leaves clean file pages
+   * out, which usage counts). Undefined when memory.stat does not say.
+   */
+  dumpable?: number;
   limits: MemoryLimitFile[];
 }
 
@@ -212,7 +189,18 @@ export async function readMemoryLevel(dir: string): Promise<MemoryLevel | undefi
       text !== "max" && Number.isFinite(bytes) && bytes < 2 ** 62 ? { file, text, bytes } : { file, text },
     );
   }
-  return { dir, version: v2 ? 2 : 1, usage, unreclaimable: Math.max(0, usage - reclaimable), limits };
+  // v2 names them anon and shmem; v1 rss and shmem, with total_* including child cgroups.
+  const anon = stat.get("anon") ?? stat.get("total_rss") ?? stat.get("rss");
+  const dumpable =
+    anon === undefined ? undefined : anon + (stat.get("shmem") ?? stat.get("total_shmem") ?? 0);
+  return {
+    dir,
+    version: v2 ? 2 : 1,
+    usage,
+    unreclaimable: Math.max(0, usage - reclaimable),
+    ...(dumpable !== undefined ? { dumpable } : {}),
+    limits,
+  };
 }
 
 export async function writeMemoryLimit(dir: string, file: string, text: string): Promise<void> {

@@ -58,7 +58,6 @@ export interface BuiltImage {
   layer: Descriptor & { diffId: string };
   archiveBytes: number;
   output?: string;
-  pushed: boolean;
 }
 
 /** Where the layer goes while it is being made; committed under its digest once it is known, or dropped. */
@@ -194,7 +193,6 @@ export async function buildCheckpointImage(o: BuildOptions): Promise<BuiltImage>
       layer,
       archiveBytes,
       ...(o.output ? { output: o.output } : {}),
-      pushed: !!o.registry,
     };
   } catch (err) {
     for (const sink of sinks) await sink.abort().catch(() => undefined);

@@ -52,7 +52,6 @@ function pushed(gpus = 1): CheckpointPushResult {
       },
       layer: { mediaType: "", digest: "", size: 0, diffId: "" },
       archiveBytes: 1,
-      pushed: true,
       ms: 1,
     },
   };
