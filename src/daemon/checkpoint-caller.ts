@@ -35,17 +35,21 @@ export class CheckpointCaller {
     host: HostView,
     request: { containerId: string; criuPid: number; imageDir?: string | undefined },
   ): Promise<CheckpointCaller> {
-    const criu = await host.identify(request.criuPid);
-    const runcPid = criu ? await host.parentOf(criu.pid) : undefined;
-    const runc = runcPid ? await host.identify(runcPid) : undefined;
-    const args = runcPid ? await host.commandLine(runcPid) : [];
-    const imageDir = request.imageDir ? await host.realPath(request.imageDir) : undefined;
-    const criuLog = criu ? (await host.openFiles(criu.pid)).find((p) => p.endsWith(".log")) : undefined;
+    // The container is frozen while this runs: what does not depend on another read is read at once.
+    const [criu, runcPid, imageDir, criuFiles] = await Promise.all([
+      host.identify(request.criuPid),
+      host.parentOf(request.criuPid),
+      request.imageDir ? host.realPath(request.imageDir) : undefined,
+      host.openFiles(request.criuPid),
+    ]);
+    const [runc, args] =
+      criu && runcPid ? await Promise.all([host.identify(runcPid), host.commandLine(runcPid)]) : [];
+    const criuLog = criu ? criuFiles.find((p) => p.endsWith(".log")) : undefined;
     return new CheckpointCaller(
       host,
       criu,
       runc,
-      { namespace: namespaceOf(args) ?? CRI_NAMESPACE, containerId: request.containerId },
+      { namespace: namespaceOf(args ?? []) ?? CRI_NAMESPACE, containerId: request.containerId },
       imageDir,
       criuLog,
     );
@@ -73,7 +77,14 @@ export class CheckpointCaller {
   /** Polls every `ms` until stop(): the GPU stage learns of an abandoned checkpoint while it runs. */
   watch(ms: number): void {
     const arm = () => {
-      this.timer = setTimeout(() => void this.poll().then(() => this.timer && arm()), ms);
+      // A failed look is only a missed one: the next is armed all the same.
+      this.timer = setTimeout(
+        () =>
+          void this.poll()
+            .catch(() => undefined)
+            .then(() => this.timer && arm()),
+        ms,
+      );
       this.timer.unref();
     };
     arm();
