@@ -62,6 +62,8 @@ export async function postResume(
     return fail(ctx, request, `cannot list the restored container's processes: ${(error as Error).message}`);
   }
   if (pids.length === 0) {
+    // Nothing staged is left to move: what pre-restore raised for it can go back.
+    await ctx.limits.settleContainer(request.containerId).catch(() => undefined);
     log.info("no checkpointed CUDA process in the restored container");
     return { ok: true, data: { pids: [] } };
   }

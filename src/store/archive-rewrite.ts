@@ -3,6 +3,7 @@ import { open, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { normaliseName, readTarMembers, type TarHeader, TarReader, TarWriter } from "../host/tar.js";
 import {
+  manifestProblem,
   PAGE_IMAGE,
   PAGES_MANIFEST,
   type PageFile,
@@ -218,6 +219,13 @@ export async function thinArchive(o: {
           }
         : {}),
     };
+    // Built from the archive's own (untrusted) kybernate.json: checked as a restore will check it, so this never
+    // writes an archive its own restore refuses.
+    const problem = manifestProblem(manifest);
+    if (problem)
+      throw new ArchiveRefused(
+        `${o.input}: its checkpoint/kybernate.json cannot describe the pages: ${problem}`,
+      );
     const like: TarHeader = checkpointDir ?? {
       name: CHECKPOINT_DIR,
       type: "5",

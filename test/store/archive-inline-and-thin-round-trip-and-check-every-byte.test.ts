@@ -158,3 +158,32 @@ test("the tar writer's long names and sizes past ustar's 8 GiB go in pax headers
   assert.equal((await rb.next())?.size, 9 * 2 ** 30);
   await rb.close();
 });
+
+test("thin refuses an archive whose kybernate.json cannot describe the pages (hostile), leaving nothing behind", async () => {
+  s = scratch();
+  const full = criArchive();
+  // A pod name no manifest takes (far too long): the archive's metadata is input, never trusted.
+  writeFileSync(
+    join(full.tree, "checkpoint", "kybernate.json"),
+    JSON.stringify({ gpus: [], pod: `ns/${"p".repeat(100_000)}`, container: "cuda" }),
+  );
+  execFileSync("tar", [
+    "-C",
+    full.tree,
+    "-cf",
+    full.path,
+    "checkpoint",
+    "config.dump",
+    "rootfs-diff.tar",
+    "spec.dump",
+  ]);
+  const store = await s.store();
+  const out = join(s.dir, "thin.tar");
+  await assert.rejects(
+    thinArchive({ input: full.path, output: out, store, node: "n" }),
+    (e: Error) =>
+      e instanceof ArchiveRefused && /kybernate\.json cannot describe the pages: field pod/.test(e.message),
+  );
+  assert.ok(!existsSync(out), "no output left");
+  assert.deepEqual(await store.entries(), [], "nothing left in the store");
+});
