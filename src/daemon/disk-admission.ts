@@ -50,16 +50,22 @@ export type DiskPlan =
 /** What containerd writes besides the page images: CRIU's other images, the specs, the logs. */
 export const METADATA_BYTES = 64 * 1024 * 1024;
 
-/** The most each filesystem holds at any one step, by mount point. */
+/** Each filesystem's worst step (by device: a bind mount is the same disk): the shares on it then, their bytes. */
+function peaks(shares: readonly DiskShare[]): Array<{ fs: Filesystem; bytes: number; on: DiskShare[] }> {
+  const byDev = new Map<bigint, DiskShare[]>();
+  for (const s of shares) byDev.set(s.fs.dev, [...(byDev.get(s.fs.dev) ?? []), s]);
+  return [...byDev.values()].map((list) => {
+    const worst = (["ingest", "export"] as const)
+      .map((step) => list.filter((s) => s.during.includes(step)))
+      .map((on) => ({ on, bytes: on.reduce((sum, s) => sum + s.bytes, 0) }))
+      .sort((x, y) => y.bytes - x.bytes)[0] ?? { on: [], bytes: 0 };
+    return { fs: (list[0] as DiskShare).fs, ...worst };
+  });
+}
+
+/** The most each filesystem holds at any one step, by mount point (what the refusal is decided on). */
 export function peakNeeds(shares: readonly DiskShare[]): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const step of ["ingest", "export"] as const) {
-    const on = new Map<string, number>();
-    for (const s of shares)
-      if (s.during.includes(step)) on.set(s.fs.mountPoint, (on.get(s.fs.mountPoint) ?? 0) + s.bytes);
-    for (const [mount, bytes] of on) out.set(mount, Math.max(out.get(mount) ?? 0, bytes));
-  }
-  return out;
+  return new Map(peaks(shares).map((p) => [p.fs.mountPoint, p.bytes]));
 }
 
 export function size(bytes: number): string {
@@ -123,15 +129,9 @@ export async function planDisk(input: DiskPlanInput): Promise<DiskPlan> {
             ]
           : []),
       ];
-  const byDev = new Map<bigint, DiskShare[]>();
-  for (const s of shares) byDev.set(s.fs.dev, [...(byDev.get(s.fs.dev) ?? []), s]);
-  for (const list of byDev.values()) {
-    const fs = (list[0] as DiskShare).fs;
-    const step = (["ingest", "export"] as const)
-      .map((d) => ({ d, on: list.filter((s) => s.during.includes(d)) }))
-      .map((x) => ({ ...x, bytes: x.on.reduce((sum, s) => sum + s.bytes, 0) }))
-      .sort((a, b) => b.bytes - a.bytes)[0];
-    if (!step || step.bytes <= fs.freeBytes) continue;
+  for (const step of peaks(shares)) {
+    const { fs } = step;
+    if (step.bytes <= fs.freeBytes) continue;
     const need = step.bytes;
     const parts = step.on.map((s) => `${size(s.bytes)} for ${s.what}`).join(", ");
     const fix = withStore
