@@ -81,6 +81,8 @@ export interface AdmissionInput {
   estimate: VramEstimate;
   memAvailable: number;
   headroom: number;
+  /** A restore stages the checkpoint's VRAM again (CRIU restores it into host memory first). */
+  stage?: "checkpoint" | "restore";
 }
 
 export type AdmissionVerdict = { ok: true; note?: string } | { ok: false; error: string };
@@ -98,10 +100,12 @@ export function decideAdmission(input: AdmissionInput): AdmissionVerdict {
       ok: true,
       note: `VRAM to stage unknown (${estimate.source}); admitted without a check and no memory limit raised (a limit below the staged VRAM OOM-kills the container): give --vram-estimate-mib to check anyway`,
     };
-  if (estimate.bytes + headroom > memAvailable)
+  if (estimate.bytes + headroom > memAvailable) {
+    const restore = input.stage === "restore";
     return {
       ok: false,
-      error: `host-RAM admission refused the checkpoint of container ${input.containerId}: its GPU processes hold ${mib(estimate.bytes)} of VRAM (${estimate.source}) to stage in host memory, but MemAvailable is ${mib(memAvailable)} and kybernate keeps ${mib(headroom)} free (--admission-headroom-mib); the container keeps running untouched. Free host memory, move the pod to a node with more RAM, or lower the headroom`,
+      error: `host-RAM admission refused the ${restore ? "restore" : "checkpoint"} of container ${input.containerId}: its GPU processes ${restore ? "staged" : "hold"} ${mib(estimate.bytes)} of VRAM (${estimate.source}) to stage in host memory, but MemAvailable is ${mib(memAvailable)} and kybernate keeps ${mib(headroom)} free (--admission-headroom-mib); ${restore ? "nothing is restored" : "the container keeps running untouched"}. Free host memory, move the pod to a node with more RAM, or lower the headroom`,
     };
+  }
   return { ok: true };
 }

@@ -49,6 +49,18 @@ export interface CheckpointMetadata {
   };
 }
 
+/**
+ * What the checkpoint staged in host memory: the engine's own figure, else admission's estimate, else nvidia-smi's
+ * per process; undefined when the checkpoint does not say.
+ */
+export function stagedBytesOf(m: CheckpointMetadata): number | undefined {
+  if (m.vramBytesMoved !== undefined) return m.vramBytesMoved;
+  if (m.stagedBytesEstimate !== undefined) return m.stagedBytesEstimate;
+  return m.processes.some((p) => p.vramBytes !== undefined)
+    ? m.processes.reduce((s, p) => s + (p.vramBytes ?? 0), 0)
+    : undefined;
+}
+
 export function buildMetadata(input: {
   version: string;
   containerId: string;

@@ -15,7 +15,7 @@ import {
 } from "./admission.js";
 import { criuRefusal, type DumpFacts, readDumpFacts } from "./criu-limits.js";
 import { type GpuRequest, gpusOpenedBy, resolveGpuRequest } from "./gpu-request.js";
-import { buildMetadata, findMetadataDir, readMetadata, writeMetadata } from "./metadata.js";
+import { buildMetadata, findMetadataDir, readMetadata, stagedBytesOf, writeMetadata } from "./metadata.js";
 import { type NcclFacts, ncclRefusal, readNcclFacts } from "./nccl.js";
 import { planRestore, type RestorePlan } from "./restore-plan.js";
 
@@ -168,13 +168,9 @@ export class NodePolicy implements CheckpointPolicy {
       estimate: { bytes, perPid: [], source: "the checkpoint's kybernate.json" },
       memAvailable,
       headroom: this.options.admission.headroomBytes,
+      stage: "restore",
     });
-    return {
-      verdict: verdict.ok
-        ? verdict
-        : { ok: false, error: verdict.error.replace("the checkpoint of", "the restore of") },
-      raises,
-    };
+    return { verdict, raises };
   }
 
   async checkFrozen(ctx: FreezeContext): Promise<string | undefined> {
@@ -265,12 +261,7 @@ export class NodePolicy implements CheckpointPolicy {
           error: `refusing to restore: the checkpointed processes map files of their pod's /dev/shm under names since unlinked (${metadata.unrestorableShm.slice(0, 4).join(", ")}${metadata.unrestorableShm.length > 4 ? ", …" : ""}: POSIX semaphores from sem_open, e.g. Python multiprocessing's locks); CRIU kept them with link-remap links that existed only in the original pod's /dev/shm during the dump, so CRIU cannot open them in any restore`,
         }
       : planRestore(metadata, node, container, ctx.gpuRequest?.deviceMap);
-    const staged =
-      metadata?.vramBytesMoved ??
-      metadata?.stagedBytesEstimate ??
-      (metadata?.processes.some((p) => p.vramBytes !== undefined)
-        ? metadata.processes.reduce((s, p) => s + (p.vramBytes ?? 0), 0)
-        : undefined);
+    const staged = metadata ? stagedBytesOf(metadata) : undefined;
     const plan =
       planned.ok && staged !== undefined
         ? {

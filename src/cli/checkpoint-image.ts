@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { status as grpcStatus } from "@grpc/grpc-js";
 import { version } from "../base/version.js";
-import type { CheckpointMetadata } from "../checkpoint/metadata.js";
+import { type CheckpointMetadata, metadataProblem, stagedBytesOf } from "../checkpoint/metadata.js";
 import type { DeviceSpec, MountSpec } from "../cri/client.js";
 import type { StringMap } from "../cri/types.js";
 import type { ArchiveScan } from "../image/archive-scan.js";
@@ -62,7 +62,7 @@ export function describeArchive(
     kybernateVersion: metadata?.kybernateVersion ?? version,
     gpus: (metadata?.gpus ?? []).map((g) => ({ uuid: g.uuid, name: g.name, memoryMiB: g.memoryMiB })),
     ...(metadata?.driverVersion ? { driverVersion: metadata.driverVersion } : {}),
-    ...(metadata ? { vramBytes: vramBytes(metadata) } : {}),
+    ...(metadata ? { vramBytes: stagedBytesOf(metadata) ?? 0 } : {}),
   };
   let annotations: Record<string, string>;
   try {
@@ -87,12 +87,6 @@ export function describeArchive(
   return { annotations, labels: { [RESTORE_SPEC_LABEL]: JSON.stringify(spec) }, info, gpu };
 }
 
-/** The VRAM the checkpoint moved to host memory: the engine's figure, else nvidia-smi's per process. */
-function vramBytes(m: CheckpointMetadata): number {
-  if (typeof m.vramBytesMoved === "number") return m.vramBytesMoved;
-  return m.processes.reduce((sum, p) => sum + (typeof p.vramBytes === "number" ? p.vramBytes : 0), 0);
-}
-
 /** kybernate.json of the archive, enough of it for the annotations; absent: a checkpoint without GPU state. */
 function gpuMetadata(path: string, bytes: Buffer | undefined): CheckpointMetadata | undefined {
   if (!bytes) return undefined;
@@ -102,22 +96,15 @@ function gpuMetadata(path: string, bytes: Buffer | undefined): CheckpointMetadat
   } catch {
     throw new CliError(`${path}: checkpoint/kybernate.json is not JSON; the archive is damaged`, 2);
   }
-  const m = v as Partial<CheckpointMetadata>;
-  const ok =
-    typeof v === "object" &&
-    v !== null &&
-    m.schema === 1 &&
-    Array.isArray(m.gpus) &&
-    Array.isArray(m.processes) &&
-    m.gpus.every(
-      (g) => typeof g?.uuid === "string" && typeof g.name === "string" && typeof g.memoryMiB === "number",
-    );
-  if (!ok)
+  // The same schema check as the daemon's restore (checkpoint/metadata.ts), so an image never carries what its
+  // restore would refuse.
+  const problem = metadataProblem(v);
+  if (problem)
     throw new CliError(
-      `${path}: checkpoint/kybernate.json is not kybernate checkpoint metadata of schema 1 (written by a newer kybernate? Upgrade kybernate here)`,
+      `${path}: checkpoint/kybernate.json is not kybernate checkpoint metadata of schema 1 (${problem}; written by a newer kybernate? Upgrade kybernate here)`,
       2,
     );
-  return m as CheckpointMetadata;
+  return v as CheckpointMetadata;
 }
 
 export interface RegistryArgs {
