@@ -16,3 +16,5 @@ function findPackageRoot(from: string): string {
 export const packageRoot = findPackageRoot(dirname(fileURLToPath(import.meta.url)));
 export const protoDir = join(packageRoot, "proto");
 export const hooksDir = join(packageRoot, "hooks");
+/** kybernate run's state (journal, CRIU files, restore plans, limits) unless --state-dir says otherwise. */
+export const DEFAULT_STATE_DIR = "/var/lib/kybernate";

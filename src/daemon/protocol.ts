@@ -3,7 +3,9 @@
 
 import type { GpuRequest } from "../checkpoint/gpu-request.js";
 
-export type HookAction = "pre-dump" | "post-dump" | "pre-restore" | "post-resume";
+/** The CRIU actions the hook forwards (the others it answers itself). */
+export const HOOK_ACTIONS = ["pre-dump", "post-dump", "pre-restore", "post-resume"] as const;
+export type HookAction = (typeof HOOK_ACTIONS)[number];
 
 /** What the status reply calls a finished GPU operation. */
 export type OperationKind = "checkpoint" | "restore" | "repair";

@@ -5,7 +5,13 @@ import { dirname } from "node:path";
 import { containerIdProblem } from "../base/container-id.js";
 import type { Logger } from "../base/log.js";
 import type { Coordinator } from "./coordinator.js";
-import type { DaemonReply, DaemonRequest, DaemonStatusData, StoreRequest } from "./protocol.js";
+import {
+  type DaemonReply,
+  type DaemonRequest,
+  type DaemonStatusData,
+  HOOK_ACTIONS,
+  type StoreRequest,
+} from "./protocol.js";
 
 /** Status the CLI (`kybernate ps`) shows: what is in flight and how each container's last operation went. */
 export type StatusProvider = () => DaemonStatusData;
@@ -209,7 +215,7 @@ function parseRequest(line: string): DaemonRequest {
   if (request.kind === "status") return { kind: "status" };
   if (request.kind === "store") return parseStoreRequest(request as Record<string, unknown>);
   if (request.kind !== "hook") throw new Error(`unknown request kind "${String(request.kind)}"`);
-  if (!HOOK_ACTIONS.has(String(request.action))) {
+  if (!HOOK_ACTION_SET.has(String(request.action))) {
     throw new Error(`unknown hook action "${String(request.action)}"`);
   }
   const fields =
@@ -226,7 +232,7 @@ function parseRequest(line: string): DaemonRequest {
   return request as DaemonRequest;
 }
 
-const HOOK_ACTIONS = new Set(["pre-dump", "post-dump", "pre-restore", "post-resume"]);
+const HOOK_ACTION_SET = new Set<string>(HOOK_ACTIONS);
 
 function parseStoreRequest(r: Record<string, unknown>): StoreRequest {
   if (r.op === "ls") return { kind: "store", op: "ls" };

@@ -1,7 +1,7 @@
 import { containerIdProblem } from "../base/container-id.js";
-import { DEFAULT_DAEMON_SOCKET, type HookRequest } from "../daemon/protocol.js";
+import { DEFAULT_DAEMON_SOCKET, HOOK_ACTIONS, type HookRequest } from "../daemon/protocol.js";
 
-const ACTIONS = new Set(["pre-dump", "post-dump", "pre-restore", "post-resume"]);
+const ACTIONS = new Set<string>(HOOK_ACTIONS);
 
 /** The hook's request, read from what CRIU and the per-container action script put in the environment. */
 export function requestFromEnvironment(

@@ -2,6 +2,7 @@ import { join } from "node:path";
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { Deadline } from "../../base/deadline.js";
 import { createLogger, type Logger, silentLogger } from "../../base/log.js";
+import { DEFAULT_STATE_DIR } from "../../base/paths.js";
 import { version } from "../../base/version.js";
 import { fixedEstimator } from "../../checkpoint/admission.js";
 import { type CheckpointPolicy, NodePolicy } from "../../checkpoint/policy.js";
@@ -170,8 +171,6 @@ export async function runGpuCommand(opts: GpuCommandOptions): Promise<GpuCommand
   else print(summary(record));
   return { exitCode: record.ok ? 0 : 1, record };
 }
-
-const DEFAULT_STATE_DIR = "/var/lib/kybernate";
 
 /**
  * The daemon's admission for a freeze by hand: the node must have room for the staged VRAM, and the memory

@@ -1,6 +1,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { type AgentOptions, startAgent } from "../../agent/agent.js";
 import { createLogger } from "../../base/log.js";
+import { DEFAULT_STATE_DIR } from "../../base/paths.js";
 import { DEFAULT_CONTAINERD_SOCKET } from "../../containerd/tasks.js";
 import { DEFAULT_DAEMON_SOCKET } from "../../daemon/protocol.js";
 import { exitProcess } from "../../gpu/driver-pool.js";
@@ -72,7 +73,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option("state-dir", {
         type: "string",
-        default: "/var/lib/kybernate",
+        default: DEFAULT_STATE_DIR,
         describe: "journal and per-container CRIU configs",
       })
       .option("gpu-backend", { type: "string", default: "auto", choices: ["auto", "driver", "binary"] })
